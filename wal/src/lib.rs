@@ -23,4 +23,4 @@ mod wal;
 pub use error::{CorruptReason, WalError};
 pub use file::{FileWal, FileWalConfig};
 pub use record::WalRecord;
-pub use wal::{PendingAppend, Recovery, RecoveredRecord, TornTail, Wal, WalPosition, WalStats};
+pub use wal::{PendingAppend, RecoveredRecord, Recovery, TornTail, Wal, WalPosition, WalStats};

@@ -176,7 +176,8 @@ pub(crate) fn create(
     }
     file.write_all_at(&encode_header(first), 0)
         .map_err(|e| WalError::io("write", &path, e))?;
-    file.sync_all().map_err(|e| WalError::io("fsync", &path, e))?;
+    file.sync_all()
+        .map_err(|e| WalError::io("fsync", &path, e))?;
     sync_dir(dir)?;
     Ok((file, path))
 }

@@ -44,7 +44,11 @@ fn payloads(recovery: &Recovery) -> Vec<String> {
 }
 
 fn segment_files(dir: &Path) -> Vec<std::path::PathBuf> {
-    segment::list(dir).unwrap().into_iter().map(|(_, p)| p).collect()
+    segment::list(dir)
+        .unwrap()
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect()
 }
 
 #[tokio::test]
@@ -52,11 +56,16 @@ async fn records_come_back_in_order_across_segments_and_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let (wal, recovery) = FileWal::open(dir.path(), small()).unwrap();
     assert!(recovery.records.is_empty() && recovery.torn_tail.is_none());
-    let first: Vec<_> = (0..100).map(|i| rec(i % 3, i, &format!("r{i}-{}", "x".repeat(60)))).collect();
+    let first: Vec<_> = (0..100)
+        .map(|i| rec(i % 3, i, &format!("r{i}-{}", "x".repeat(60))))
+        .collect();
     append_all(&wal, first.clone()).await;
     assert_eq!(wal.next_position(), WalPosition(100));
     wal.close().await.unwrap();
-    assert!(segment_files(dir.path()).len() > 2, "small segments must roll");
+    assert!(
+        segment_files(dir.path()).len() > 2,
+        "small segments must roll"
+    );
 
     let (wal, recovery) = FileWal::open(dir.path(), small()).unwrap();
     assert!(recovery.torn_tail.is_none());
@@ -226,7 +235,14 @@ async fn wrong_version_in_header_is_a_typed_error() {
     fs::write(&victim, &bytes).unwrap();
     let err = FileWal::open(dir.path(), small()).unwrap_err();
     assert!(
-        matches!(err, WalError::Corrupt { reason: CorruptReason::BadVersion { found: 7 }, file_offset: 0, .. }),
+        matches!(
+            err,
+            WalError::Corrupt {
+                reason: CorruptReason::BadVersion { found: 7 },
+                file_offset: 0,
+                ..
+            }
+        ),
         "{err}"
     );
 }
@@ -263,14 +279,29 @@ async fn oversized_records_and_bad_settings_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (wal, _) = FileWal::open(dir.path(), small()).unwrap();
     let err = wal.append(rec(1, 0, &"o".repeat(2000))).unwrap_err();
-    assert!(matches!(err, WalError::RecordTooLarge { max: 1024, .. }), "{err}");
+    assert!(
+        matches!(err, WalError::RecordTooLarge { max: 1024, .. }),
+        "{err}"
+    );
     wal.close().await.unwrap();
-    assert!(matches!(wal.append(rec(1, 0, "late")), Err(WalError::Closed)));
+    assert!(matches!(
+        wal.append(rec(1, 0, "late")),
+        Err(WalError::Closed)
+    ));
 
     let bad = FileWalConfig {
         max_record_bytes: 1 << 30,
         ..small()
     };
     let err = FileWal::open(tempfile::tempdir().unwrap().path(), bad).unwrap_err();
-    assert!(matches!(err, WalError::InvalidConfig { key: "max_record_bytes", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            WalError::InvalidConfig {
+                key: "max_record_bytes",
+                ..
+            }
+        ),
+        "{err}"
+    );
 }

@@ -61,8 +61,7 @@ impl Writer {
             std::fs::remove_file(path).map_err(|e| WalError::io("remove", path, e))?;
             segments.pop_back();
         }
-        let (file, path) =
-            segment::create(dir, next, config.segment_bytes, config.preallocate)?;
+        let (file, path) = segment::create(dir, next, config.segment_bytes, config.preallocate)?;
         segments.push_back((next, path.clone()));
         Ok(Writer {
             dir: dir.to_path_buf(),

@@ -57,7 +57,10 @@ fn round_trip_slices_payload_without_copy() {
 #[test]
 fn zeros_and_empty_input_are_the_end() {
     assert_eq!(decode(&Bytes::new(), 0, 1 << 20), Ok(Decoded::End));
-    assert_eq!(decode(&Bytes::from(vec![0u8; 64]), 0, 1 << 20), Ok(Decoded::End));
+    assert_eq!(
+        decode(&Bytes::from(vec![0u8; 64]), 0, 1 << 20),
+        Ok(Decoded::End)
+    );
 }
 
 fn encoded() -> Vec<u8> {
@@ -78,13 +81,22 @@ fn every_kind_of_damage_is_a_typed_error() {
 
     let mut bad_version = encoded();
     bad_version[4] = 9;
-    assert_eq!(check(bad_version, 1 << 20), CorruptReason::BadVersion { found: 9 });
+    assert_eq!(
+        check(bad_version, 1 << 20),
+        CorruptReason::BadVersion { found: 9 }
+    );
 
     let mut bad_length = encoded();
     bad_length[5..9].copy_from_slice(&3u32.to_be_bytes());
-    assert_eq!(check(bad_length, 1 << 20), CorruptReason::BadLength { length: 3 });
+    assert_eq!(
+        check(bad_length, 1 << 20),
+        CorruptReason::BadLength { length: 3 }
+    );
 
-    assert_eq!(check(encoded(), 40), CorruptReason::BadLength { length: 33 });
+    assert_eq!(
+        check(encoded(), 40),
+        CorruptReason::BadLength { length: 33 }
+    );
 
     let mut truncated = encoded();
     truncated.truncate(30);
@@ -98,12 +110,18 @@ fn every_kind_of_damage_is_a_typed_error() {
 
     let mut short_header = encoded();
     short_header.truncate(6);
-    assert!(matches!(check(short_header, 1 << 20), CorruptReason::Truncated { .. }));
+    assert!(matches!(
+        check(short_header, 1 << 20),
+        CorruptReason::Truncated { .. }
+    ));
 
     let mut flipped = encoded();
     let last = flipped.len() - 1;
     flipped[last] ^= 0x01;
-    assert!(matches!(check(flipped, 1 << 20), CorruptReason::CrcMismatch { .. }));
+    assert!(matches!(
+        check(flipped, 1 << 20),
+        CorruptReason::CrcMismatch { .. }
+    ));
 }
 
 #[test]
@@ -116,7 +134,10 @@ fn every_single_bit_flip_is_detected() {
             let result = decode(&Bytes::from(damaged), 0, 1 << 20);
             // A single flip cannot zero the four magic bytes, so every flip must surface as an error,
             // never as a different record.
-            assert!(result.is_err(), "flip of byte {byte} bit {bit} went unnoticed: {result:?}");
+            assert!(
+                result.is_err(),
+                "flip of byte {byte} bit {bit} went unnoticed: {result:?}"
+            );
         }
     }
 }

@@ -1,0 +1,309 @@
+//! The metadata the storage layer needs, and the trait through which it gets and commits it.
+//!
+//! Storage owns this trait (DESIGN.md section 2: "the inverse through a trait that storage owns"): the
+//! controller implements it over its metadata log, and [`MemoryMetadata`] implements it here for tests
+//! and for single-process use until the controller exists. Every call is one request to the controller,
+//! and [`commit_objects`](StreamMetadata::commit_objects) is atomic: all the objects of one upload and
+//! all their stream ranges become visible together, or none do.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::{Mutex, PoisonError};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use weir_common::{Epoch, ObjectId, Offset, StreamId};
+
+/// What kind of data object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ObjectKind {
+    /// A stream set object: the small slices of many streams from one upload.
+    StreamSet,
+    /// A stream object: one stream's data.
+    Stream,
+}
+
+/// A data object as metadata knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectDescriptor {
+    /// The object's id; its key is derived from it.
+    pub id: ObjectId,
+    /// Size in bytes.
+    pub size: u64,
+    /// Stream set or stream object.
+    pub kind: ObjectKind,
+}
+
+/// A range of one stream written under an epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamRange {
+    /// The stream.
+    pub stream_id: StreamId,
+    /// The writer's epoch.
+    pub epoch: Epoch,
+    /// First offset.
+    pub start: Offset,
+    /// Offset after the last.
+    pub end: Offset,
+}
+
+/// An uploaded object and the stream ranges it holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewObject {
+    /// The object.
+    pub object: ObjectDescriptor,
+    /// The ranges it holds, one per stream.
+    pub ranges: Vec<StreamRange>,
+}
+
+/// A stream as metadata knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamDescriptor {
+    /// The stream.
+    pub id: StreamId,
+    /// Its current epoch.
+    pub epoch: Epoch,
+    /// The log start offset: nothing below it is readable.
+    pub start_offset: Offset,
+    /// The end of the data committed in objects.
+    pub end_offset: Offset,
+}
+
+/// Where a range of a stream lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectSlice {
+    /// The object holding it.
+    pub object: ObjectDescriptor,
+    /// First offset of the stream in it.
+    pub start: Offset,
+    /// Offset after the stream's last one in it.
+    pub end: Offset,
+}
+
+/// Why a metadata request failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MetadataError {
+    /// No such stream.
+    #[error("unknown stream {0}")]
+    UnknownStream(StreamId),
+    /// The caller's epoch is not the stream's current one: another owner took over.
+    #[error("{stream} fenced: request carries {epoch}, current is {current}")]
+    Fenced {
+        /// The stream.
+        stream: StreamId,
+        /// The epoch in the request.
+        epoch: Epoch,
+        /// The stream's epoch.
+        current: Epoch,
+    },
+    /// A committed range does not continue the stream.
+    #[error("{stream}: committed range starts at {found}, the stream ends at {expected}")]
+    NotContiguous {
+        /// The stream.
+        stream: StreamId,
+        /// The stream's committed end.
+        expected: Offset,
+        /// The range's start.
+        found: Offset,
+    },
+    /// The metadata service could not be reached or failed.
+    #[error("metadata unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The storage layer's view of the controller.
+#[async_trait]
+pub trait StreamMetadata: Send + Sync + fmt::Debug {
+    /// Creates an empty stream at epoch 0.
+    async fn create_stream(&self) -> Result<StreamId, MetadataError>;
+
+    /// Takes ownership of a stream: bumps its epoch and returns it.
+    async fn open_stream(&self, stream: StreamId) -> Result<StreamDescriptor, MetadataError>;
+
+    /// Gives up ownership taken at `epoch`.
+    async fn close_stream(&self, stream: StreamId, epoch: Epoch) -> Result<(), MetadataError>;
+
+    /// The stream's current state, without taking ownership.
+    async fn describe_stream(&self, stream: StreamId) -> Result<StreamDescriptor, MetadataError>;
+
+    /// Reserves `count` consecutive object ids and returns the first.
+    async fn allocate_object_ids(&self, count: u32) -> Result<ObjectId, MetadataError>;
+
+    /// Records uploaded objects. Atomic; every range must carry the stream's current epoch and start
+    /// where the stream's committed data ends.
+    async fn commit_objects(&self, objects: Vec<NewObject>) -> Result<(), MetadataError>;
+
+    /// Up to `limit` slices of `stream`, in offset order, starting with the one holding `from`.
+    async fn find_objects(
+        &self,
+        stream: StreamId,
+        from: Offset,
+        limit: usize,
+    ) -> Result<Vec<ObjectSlice>, MetadataError>;
+}
+
+/// [`StreamMetadata`] held in memory: for tests and single-process use. Share one instance (in an
+/// `Arc`) across storage restarts to model a controller that outlives a broker.
+#[derive(Debug, Default)]
+pub struct MemoryMetadata {
+    state: Mutex<MemoryState>,
+}
+
+#[derive(Debug, Default)]
+struct MemoryState {
+    next_stream: u64,
+    next_object: u64,
+    streams: BTreeMap<StreamId, MemoryStream>,
+    objects: HashMap<ObjectId, ObjectDescriptor>,
+}
+
+#[derive(Debug)]
+struct MemoryStream {
+    descriptor: StreamDescriptor,
+    slices: Vec<ObjectSlice>,
+}
+
+impl MemoryMetadata {
+    /// An empty metadata store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut MemoryState) -> T) -> T {
+        f(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Every committed object; for tests.
+    pub fn objects(&self) -> Vec<ObjectDescriptor> {
+        self.with(|s| {
+            let mut all: Vec<_> = s.objects.values().copied().collect();
+            all.sort_by_key(|o| o.id);
+            all
+        })
+    }
+}
+
+impl MemoryState {
+    fn stream(&mut self, id: StreamId) -> Result<&mut MemoryStream, MetadataError> {
+        self.streams
+            .get_mut(&id)
+            .ok_or(MetadataError::UnknownStream(id))
+    }
+
+    fn check_commit(&self, objects: &[NewObject]) -> Result<(), MetadataError> {
+        let mut ends: HashMap<StreamId, Offset> = HashMap::new();
+        for range in objects.iter().flat_map(|o| &o.ranges) {
+            let stream = self
+                .streams
+                .get(&range.stream_id)
+                .ok_or(MetadataError::UnknownStream(range.stream_id))?;
+            let d = stream.descriptor;
+            if range.epoch != d.epoch {
+                return Err(MetadataError::Fenced {
+                    stream: d.id,
+                    epoch: range.epoch,
+                    current: d.epoch,
+                });
+            }
+            let expected = ends.get(&d.id).copied().unwrap_or(d.end_offset);
+            if range.start != expected || range.end < range.start {
+                return Err(MetadataError::NotContiguous {
+                    stream: d.id,
+                    expected,
+                    found: range.start,
+                });
+            }
+            ends.insert(d.id, range.end);
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl StreamMetadata for MemoryMetadata {
+    async fn create_stream(&self) -> Result<StreamId, MetadataError> {
+        Ok(self.with(|s| {
+            let id = StreamId(s.next_stream);
+            s.next_stream += 1;
+            s.streams.insert(
+                id,
+                MemoryStream {
+                    descriptor: StreamDescriptor {
+                        id,
+                        epoch: Epoch(0),
+                        start_offset: Offset(0),
+                        end_offset: Offset(0),
+                    },
+                    slices: Vec::new(),
+                },
+            );
+            id
+        }))
+    }
+
+    async fn open_stream(&self, stream: StreamId) -> Result<StreamDescriptor, MetadataError> {
+        self.with(|s| {
+            let d = &mut s.stream(stream)?.descriptor;
+            d.epoch = d.epoch.next();
+            Ok(*d)
+        })
+    }
+
+    async fn close_stream(&self, stream: StreamId, epoch: Epoch) -> Result<(), MetadataError> {
+        self.with(|s| {
+            let d = s.stream(stream)?.descriptor;
+            if d.epoch != epoch {
+                return Err(MetadataError::Fenced {
+                    stream,
+                    epoch,
+                    current: d.epoch,
+                });
+            }
+            Ok(())
+        })
+    }
+
+    async fn describe_stream(&self, stream: StreamId) -> Result<StreamDescriptor, MetadataError> {
+        self.with(|s| Ok(s.stream(stream)?.descriptor))
+    }
+
+    async fn allocate_object_ids(&self, count: u32) -> Result<ObjectId, MetadataError> {
+        Ok(self.with(|s| {
+            let first = ObjectId(s.next_object);
+            s.next_object += u64::from(count);
+            first
+        }))
+    }
+
+    async fn commit_objects(&self, objects: Vec<NewObject>) -> Result<(), MetadataError> {
+        self.with(|s| {
+            s.check_commit(&objects)?;
+            for new in objects {
+                s.objects.insert(new.object.id, new.object);
+                for range in new.ranges {
+                    let stream = s.stream(range.stream_id)?;
+                    stream.slices.push(ObjectSlice {
+                        object: new.object,
+                        start: range.start,
+                        end: range.end,
+                    });
+                    stream.descriptor.end_offset = range.end;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    async fn find_objects(
+        &self,
+        stream: StreamId,
+        from: Offset,
+        limit: usize,
+    ) -> Result<Vec<ObjectSlice>, MetadataError> {
+        self.with(|s| {
+            let stream = s.stream(stream)?;
+            let first = stream.slices.partition_point(|slice| slice.end <= from);
+            Ok(stream.slices[first..].iter().take(limit).copied().collect())
+        })
+    }
+}

@@ -1,0 +1,21 @@
+//! The storage conformance suite on `object_store`'s in-memory and local-filesystem backends.
+
+use std::sync::Arc;
+
+use object_store::ObjectStore;
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_memory() {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    weir_storage::conformance::run_all(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_file_system() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn ObjectStore> =
+        Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+    weir_storage::conformance::run_all(store).await;
+}
