@@ -259,11 +259,14 @@ fn lock_dir(dir: &Path) -> Result<File, WalError> {
     }
 }
 
+/// What recovery hands to the writer.
+type Segments = Vec<(WalPosition, PathBuf)>;
+
 /// Reads every segment; returns the records, the surviving segment list and the next position.
 fn recover(
     dir: &Path,
     config: &FileWalConfig,
-) -> Result<(Recovery, Vec<(WalPosition, PathBuf)>, WalPosition), WalError> {
+) -> Result<(Recovery, Segments, WalPosition), WalError> {
     let mut segments = segment::list(dir)?;
     let mut recovery = Recovery::default();
     let mut expected: Option<WalPosition> = None;
