@@ -21,6 +21,6 @@ pub mod record;
 mod wal;
 
 pub use error::{CorruptReason, WalError};
-pub use file::{FileWal, FileWalConfig};
+pub use file::{FileWal, FileWalConfig, Preallocate};
 pub use record::WalRecord;
 pub use wal::{PendingAppend, RecoveredRecord, Recovery, TornTail, Wal, WalPosition, WalStats};

@@ -58,27 +58,44 @@ impl WalRecord {
     }
 }
 
-/// Appends the encoded record to `out`.
+/// Bytes of a record before its payload.
+pub const PREFIX_LEN: usize = HEADER_LEN + FIXED_BODY_LEN;
+
+/// Everything of the encoded record before the payload, checksum included. Callers that copy the
+/// payload into a shared buffer compute this first, outside any lock.
 ///
 /// # Panics
 /// If the payload is 4 GiB or larger; callers check [`WalRecord::encoded_len`] against their
 /// configured maximum first.
-pub fn encode(record: &WalRecord, out: &mut Vec<u8>) {
+pub fn encode_prefix(record: &WalRecord) -> [u8; PREFIX_LEN] {
     let length = u32::try_from(FIXED_BODY_LEN + record.payload.len())
         .expect("callers bound the record size below 4 GiB");
-    let start = out.len();
+    let mut p = [0u8; PREFIX_LEN];
+    let mut w = &mut p[..];
+    w.put_u32(MAGIC);
+    w.put_u8(VERSION);
+    w.put_u32(length);
+    w.put_u32(0); // crc, filled in below
+    w.put_u64(record.stream_id.get());
+    w.put_u64(record.epoch.get());
+    w.put_u64(record.base_offset.get());
+    w.put_u32(record.count);
+    let crc = crc32c::crc32c_append(
+        checksum(&p[4..9], &p[HEADER_LEN..PREFIX_LEN]),
+        &record.payload,
+    );
+    p[9..13].copy_from_slice(&crc.to_be_bytes());
+    p
+}
+
+/// Appends the encoded record to `out`.
+///
+/// # Panics
+/// As [`encode_prefix`].
+pub fn encode(record: &WalRecord, out: &mut Vec<u8>) {
     out.reserve(record.encoded_len());
-    out.put_u32(MAGIC);
-    out.put_u8(VERSION);
-    out.put_u32(length);
-    out.put_u32(0); // crc, filled in below
-    out.put_u64(record.stream_id.get());
-    out.put_u64(record.epoch.get());
-    out.put_u64(record.base_offset.get());
-    out.put_u32(record.count);
+    out.extend_from_slice(&encode_prefix(record));
     out.extend_from_slice(&record.payload);
-    let crc = checksum(&out[start + 4..start + 9], &out[start + HEADER_LEN..]);
-    out[start + 9..start + 13].copy_from_slice(&crc.to_be_bytes());
 }
 
 fn checksum(version_and_length: &[u8], body: &[u8]) -> u32 {

@@ -1,13 +1,17 @@
 //! The file WAL: segmented, preallocated files with group commit.
 //!
-//! One writer thread owns the segment files. [`FileWal::append`] assigns the record its position and
-//! queues it; the writer takes **everything** queued, encodes it into one buffer, writes it with one
-//! `pwrite` and makes it durable with one `fdatasync`, then completes all those appends at once. While
-//! it syncs, new appends queue up for the next round: the busier the WAL, the more records share a
-//! sync. This is the group commit of DESIGN.md section 4.
+//! [`FileWal::append`] assigns the record its position and copies it into a shared queue buffer (the
+//! checksum is computed before taking the lock). One writer thread swaps out **everything** queued,
+//! writes it with one `pwrite` and makes it durable with one `fdatasync`, then completes all those
+//! appends at once; while it syncs, the next group accumulates. This is the group commit of DESIGN.md
+//! section 4; [`writer`] has the details.
 //!
-//! A dedicated OS thread (not a Tokio task) does the writing because `pwrite` and `fdatasync` block for
-//! milliseconds; on Tokio's workers they would stall unrelated connections.
+//! The writer is an OS thread, not a Tokio task, because `pwrite` and `fdatasync` block for hundreds of
+//! microseconds or more; on Tokio's workers they would stall unrelated connections.
+//!
+//! Segments are prepared ahead on a helper thread and, by default, written with zeros
+//! ([`Preallocate::Zero`]): syncing writes over already written blocks is the cheapest sync the file
+//! system offers (see BENCHMARKS.md for the measurement).
 //!
 //! Recovery ([`FileWal::open`]) reads the segments in order and stops at the first record that is not
 //! whole and intact. Damage in the last segment is a torn tail from a crash: it is reported, cut off,
@@ -16,7 +20,7 @@
 //! the WAL refuses to open instead of dropping the records behind it.
 
 mod segment;
-mod writer;
+pub mod writer;
 
 #[cfg(test)]
 mod tests;
@@ -24,7 +28,7 @@ mod tests;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, mpsc};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 use async_trait::async_trait;
@@ -32,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::{PendingAppend, Recovery, TornTail, Wal, WalError, WalPosition, WalRecord, WalStats};
-use writer::{Command, Writer};
+use writer::{Shared, Writer};
 
 /// Settings of the file WAL.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -42,10 +46,13 @@ pub struct FileWalConfig {
     pub segment_bytes: u64,
     /// Largest encoded record accepted. Default 16 MiB; at most `segment_bytes` less the header.
     pub max_record_bytes: u64,
-    /// Most bytes one group commit writes before syncing. Default 8 MiB.
-    pub max_batch_bytes: u64,
-    /// Reserve segment space with `fallocate` at creation. Default true.
-    pub preallocate: bool,
+    /// How a new segment's space is prepared. Default `zero`.
+    pub preallocate: Preallocate,
+    /// After a group commit, how long the writer may wait for as many appends as it just completed
+    /// before writing the next group. Zero (the default) writes whatever is queued at once; a few tens
+    /// of microseconds lets appenders that wait for each append before the next share one sync
+    /// instead of alternating between two, at the cost of that much latency.
+    pub group_commit_wait_us: u64,
 }
 
 impl Default for FileWalConfig {
@@ -53,10 +60,24 @@ impl Default for FileWalConfig {
         Self {
             segment_bytes: 64 << 20,
             max_record_bytes: 16 << 20,
-            max_batch_bytes: 8 << 20,
-            preallocate: true,
+            preallocate: Preallocate::Zero,
+            group_commit_wait_us: 0,
         }
     }
+}
+
+/// How a new segment's space is prepared (on a helper thread, before the segment is needed).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Preallocate {
+    /// Nothing: the file grows as it is written (sparse).
+    None,
+    /// Space reserved with `fallocate`: no write can fail for lack of space, but the first write to
+    /// each block makes the next `fdatasync` also journal an extent conversion.
+    Reserve,
+    /// Space reserved and written with zeros: the fastest syncs, for the price of writing each
+    /// segment twice (zeros, then records).
+    Zero,
 }
 
 impl FileWalConfig {
@@ -78,8 +99,14 @@ impl FileWalConfig {
                 ),
             );
         }
-        if self.max_batch_bytes == 0 {
-            return invalid("max_batch_bytes", "must be positive".into());
+        if self.group_commit_wait_us > 10_000 {
+            return invalid(
+                "group_commit_wait_us",
+                format!(
+                    "{} is above the maximum of 10000",
+                    self.group_commit_wait_us
+                ),
+            );
         }
         Ok(())
     }
@@ -90,16 +117,8 @@ impl FileWalConfig {
 pub struct FileWal {
     dir: PathBuf,
     max_record_bytes: u64,
-    /// Next position and the queue, under one lock so positions follow queue order.
-    queue: Mutex<Queue>,
-    stats: Arc<Stats>,
+    shared: Arc<Shared>,
     writer: Mutex<Option<JoinHandle<()>>>,
-}
-
-#[derive(Debug)]
-struct Queue {
-    next: WalPosition,
-    tx: Option<mpsc::Sender<Command>>,
 }
 
 #[derive(Debug, Default)]
@@ -120,6 +139,11 @@ impl FileWal {
         config.validate()?;
         fs::create_dir_all(dir).map_err(|e| WalError::io("create_dir", dir, e))?;
         let lock = lock_dir(dir)?;
+        // A spare being prepared when the process stopped is incomplete: start it afresh.
+        let spare = dir.join(segment::SPARE_NAME);
+        if spare.exists() {
+            fs::remove_file(&spare).map_err(|e| WalError::io("remove", &spare, e))?;
+        }
         let (recovery, segments, next) = recover(dir, &config)?;
         if let Some(torn) = &recovery.torn_tail {
             tracing::warn!(
@@ -129,18 +153,16 @@ impl FileWal {
                 "wal: torn tail discarded (the last write before a crash; never acknowledged)"
             );
         }
-        let stats = Arc::new(Stats::default());
-        let writer = Writer::start(dir, config.clone(), segments, next, lock, stats.clone())?;
-        let (tx, rx) = mpsc::channel();
+        let shared = Arc::new(Shared::new(next));
+        let writer = Writer::start(dir, config.clone(), segments, next, lock, shared.clone())?;
         let handle = std::thread::Builder::new()
             .name("weir-wal-writer".into())
-            .spawn(move || writer.run(&rx))
+            .spawn(move || writer.run())
             .map_err(|e| WalError::io("spawn writer thread", dir, e))?;
         let wal = FileWal {
             dir: dir.to_path_buf(),
             max_record_bytes: config.max_record_bytes,
-            queue: Mutex::new(Queue { next, tx: Some(tx) }),
-            stats,
+            shared,
             writer: Mutex::new(Some(handle)),
         };
         Ok((wal, recovery))
@@ -149,12 +171,6 @@ impl FileWal {
     /// The WAL's directory.
     pub fn dir(&self) -> &Path {
         &self.dir
-    }
-
-    fn send(&self, command: Command) -> Result<(), WalError> {
-        let queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-        let tx = queue.tx.as_ref().ok_or(WalError::Closed)?;
-        tx.send(command).map_err(|_| WalError::Closed)
     }
 }
 
@@ -169,40 +185,23 @@ impl Wal for FileWal {
             });
         }
         let (done_tx, done_rx) = oneshot::channel();
-        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-        let position = queue.next;
-        let tx = queue.tx.as_ref().ok_or(WalError::Closed)?;
-        tx.send(Command::Append {
-            record,
-            done: done_tx,
-        })
-        .map_err(|_| WalError::Closed)?;
-        queue.next = WalPosition(position.0 + 1);
+        let position = self.shared.append(&record, done_tx)?;
         Ok(PendingAppend::new(position, done_rx))
     }
 
     fn next_position(&self) -> WalPosition {
-        self.queue
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .next
+        self.shared.lock().next
     }
 
     async fn trim(&self, before: WalPosition) -> Result<(), WalError> {
         let (tx, rx) = oneshot::channel();
-        self.send(Command::Trim { before, done: tx })?;
+        self.shared.trim(before, tx)?;
         rx.await.map_err(|_| WalError::Closed)?
     }
 
     async fn close(&self) -> Result<(), WalError> {
-        let tx = self
-            .queue
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .tx
-            .take();
-        // Dropping the sender lets the writer drain what is queued and stop.
-        drop(tx);
+        // The writer drains what is queued, then stops.
+        self.shared.close();
         let handle = self
             .writer
             .lock()
@@ -222,22 +221,19 @@ impl Wal for FileWal {
     }
 
     fn stats(&self) -> WalStats {
+        let stats = &self.shared.stats;
         WalStats {
-            records: self.stats.records.load(Ordering::Relaxed),
-            bytes: self.stats.bytes.load(Ordering::Relaxed),
-            syncs: self.stats.syncs.load(Ordering::Relaxed),
+            records: stats.records.load(Ordering::Relaxed),
+            bytes: stats.bytes.load(Ordering::Relaxed),
+            syncs: stats.syncs.load(Ordering::Relaxed),
         }
     }
 }
 
 impl Drop for FileWal {
     fn drop(&mut self) {
-        // Stop the writer; it finishes the round in flight. Not joined: drop must not block.
-        self.queue
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .tx
-            .take();
+        // Stop the writer once it has drained the queue. Not joined: drop must not block.
+        self.shared.close();
     }
 }
 

@@ -1,44 +1,160 @@
-//! The writer thread: the only code that touches segment files after recovery.
+//! The group commit behind a [`FileWal`](super::FileWal): appenders fill a shared buffer, one writer
+//! thread drains it.
+//!
+//! An appender encodes its record's header and checksum on its own thread, then, under the queue's
+//! mutex, takes the next position and copies the record into the shared buffer: no channel, no
+//! allocation per record, no wake-up of the writer unless it is idle. The writer thread swaps the whole
+//! buffer out, writes it with one `pwrite` (split at record boundaries where a segment fills), makes it
+//! durable with one `fdatasync`, and completes every append in it. While it syncs, the next group
+//! accumulates: the longer a sync takes, the more records the next one covers.
+//!
+//! Only the writer touches segment files. New segments come from a spare prepared (zero-filled,
+//! synced) on a helper thread while the current one fills.
 
 use std::collections::VecDeque;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
 
 use tokio::sync::oneshot;
 
 use super::{FileWalConfig, Stats, segment};
-use crate::record;
-use crate::{WalError, WalPosition, WalRecord};
+use crate::{WalError, WalPosition, WalRecord, record};
 
 pub(crate) type Done = oneshot::Sender<Result<(), WalError>>;
 
-pub(crate) enum Command {
-    Append { record: WalRecord, done: Done },
-    Trim { before: WalPosition, done: Done },
+/// What appenders hand to the writer, under [`Shared::queue`].
+#[derive(Debug, Default)]
+pub(crate) struct Queue {
+    /// Position of the next record appended.
+    pub(crate) next: WalPosition,
+    /// Encoded records waiting to be written.
+    buf: Vec<u8>,
+    /// End of each waiting record in `buf`.
+    ends: Vec<usize>,
+    waiters: Vec<Done>,
+    trims: Vec<(WalPosition, Done)>,
+    closed: bool,
+    writer_idle: bool,
+    /// The sleeping writer wants waking once this many appends wait (1, or more while it gathers).
+    wake_at: usize,
+    /// The first write or sync failure; after it nothing more is acknowledged.
+    poisoned: Option<String>,
 }
 
+impl Queue {
+    fn is_empty(&self) -> bool {
+        self.waiters.is_empty() && self.trims.is_empty()
+    }
+}
+
+/// The state appenders and the writer share.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    pub(crate) stats: Stats,
+}
+
+impl Shared {
+    pub(crate) fn new(next: WalPosition) -> Self {
+        let shared = Shared::default();
+        shared.lock().next = next;
+        shared
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues a record; returns its position.
+    pub(crate) fn append(&self, record: &WalRecord, done: Done) -> Result<WalPosition, WalError> {
+        let prefix = record::encode_prefix(record);
+        let mut q = self.lock();
+        if q.closed {
+            return Err(WalError::Closed);
+        }
+        if let Some(cause) = &q.poisoned {
+            return Err(WalError::Poisoned {
+                cause: cause.clone(),
+            });
+        }
+        let position = q.next;
+        q.next = WalPosition(position.0 + 1);
+        q.buf.extend_from_slice(&prefix);
+        q.buf.extend_from_slice(&record.payload);
+        let end = q.buf.len();
+        q.ends.push(end);
+        q.waiters.push(done);
+        self.wake_writer(q);
+        Ok(position)
+    }
+
+    pub(crate) fn trim(&self, before: WalPosition, done: Done) -> Result<(), WalError> {
+        let mut q = self.lock();
+        if q.closed {
+            return Err(WalError::Closed);
+        }
+        q.trims.push((before, done));
+        self.wake_writer(q);
+        Ok(())
+    }
+
+    /// Refuses further appends; the writer drains what is queued and stops.
+    pub(crate) fn close(&self) {
+        let mut q = self.lock();
+        q.closed = true;
+        drop(q);
+        self.wake.notify_one();
+    }
+
+    fn wake_writer(&self, mut q: MutexGuard<'_, Queue>) {
+        // Waking costs a system call: only when the writer sleeps and wants it.
+        let wanted = q.waiters.len() >= q.wake_at || !q.trims.is_empty() || q.closed;
+        if q.writer_idle && wanted {
+            q.writer_idle = false;
+            drop(q);
+            self.wake.notify_one();
+        }
+    }
+}
+
+/// An open segment file.
 #[derive(Debug)]
-struct Active {
+struct SegmentFile {
     file: File,
     path: PathBuf,
-    write_at: u64,
+}
+
+/// Groups up to this size are completed by the writer itself, larger ones by the completer thread.
+const INLINE_COMPLETIONS_MAX: usize = 4;
+
+/// A group's appends and how they ended.
+type Completion = (Vec<Done>, Result<(), WalError>);
+
+/// One group taken from the queue.
+#[derive(Default)]
+struct Group {
+    buf: Vec<u8>,
+    ends: Vec<usize>,
+    waiters: Vec<Done>,
+    trims: Vec<(WalPosition, Done)>,
 }
 
 pub(crate) struct Writer {
     dir: PathBuf,
     config: FileWalConfig,
+    shared: Arc<Shared>,
     /// Every live segment, oldest first; the last is the active one.
     segments: VecDeque<(WalPosition, PathBuf)>,
-    active: Active,
+    active: SegmentFile,
+    write_at: u64,
     /// Position of the next record written.
     next: WalPosition,
-    buf: Vec<u8>,
-    /// Set by the first failed write or sync; every later append fails with it.
-    poisoned: Option<String>,
-    stats: Arc<Stats>,
+    spare: Option<JoinHandle<Result<File, WalError>>>,
     /// Held for the directory lock's lifetime.
     _lock: File,
 }
@@ -51,7 +167,7 @@ impl Writer {
         recovered: Vec<(WalPosition, PathBuf)>,
         next: WalPosition,
         lock: File,
-        stats: Arc<Stats>,
+        shared: Arc<Shared>,
     ) -> Result<Writer, WalError> {
         let mut segments: VecDeque<_> = recovered.into();
         // An empty last segment at `next` (a restart right after a roll) is replaced by a new one.
@@ -61,133 +177,223 @@ impl Writer {
             std::fs::remove_file(path).map_err(|e| WalError::io("remove", path, e))?;
             segments.pop_back();
         }
-        let (file, path) = segment::create(dir, next, config.segment_bytes, config.preallocate)?;
+        let spare = segment::prepare_spare(dir, config.segment_bytes, config.preallocate)?;
+        let path = segment::install_spare(dir, &spare, next)?;
         segments.push_back((next, path.clone()));
-        Ok(Writer {
+        let mut writer = Writer {
             dir: dir.to_path_buf(),
-            active: Active {
-                file,
-                path,
-                write_at: segment::HEADER_LEN,
-            },
-            buf: Vec::with_capacity(usize::try_from(config.max_batch_bytes).unwrap_or(8 << 20)),
+            active: SegmentFile { file: spare, path },
+            write_at: segment::HEADER_LEN,
             config,
+            shared,
             segments,
             next,
-            poisoned: None,
-            stats,
+            spare: None,
             _lock: lock,
-        })
+        };
+        writer.prepare_next_spare();
+        Ok(writer)
     }
 
-    /// Serves commands until every sender is gone and the queue is drained.
-    pub(crate) fn run(mut self, rx: &mpsc::Receiver<Command>) {
-        let mut appends: Vec<(WalRecord, Done)> = Vec::new();
-        let mut trims: Vec<(WalPosition, Done)> = Vec::new();
-        while let Ok(first) = rx.recv() {
-            let mut bytes = 0u64;
-            let mut next = Some(first);
-            while let Some(command) = next.take() {
-                match command {
-                    Command::Append { record, done } => {
-                        bytes += record.encoded_len() as u64;
-                        appends.push((record, done));
+    /// Serves the queue until it is closed and drained.
+    pub(crate) fn run(mut self) {
+        // Completing an append wakes its task, which costs the waking thread microseconds; for a
+        // group of dozens that would hold up the next write. A completer thread does it instead,
+        // in group order, while the writer moves on.
+        let (completions, rx) = std::sync::mpsc::channel::<Completion>();
+        let completer = std::thread::Builder::new()
+            .name("weir-wal-complete".into())
+            .spawn(move || {
+                for (waiters, result) in rx {
+                    for done in waiters {
+                        // A waiter that went away no longer cares.
+                        let _ = done.send(result.clone());
                     }
-                    Command::Trim { before, done } => trims.push((before, done)),
                 }
-                if bytes < self.config.max_batch_bytes {
-                    next = rx.try_recv().ok();
+            });
+        let completer = match completer {
+            Ok(handle) => Some(handle),
+            Err(e) => {
+                tracing::warn!(error = %e, "no wal completer thread; completing inline");
+                None
+            }
+        };
+        let mut group = Group::default();
+        let mut previous = 0;
+        while self.take(&mut group, previous) {
+            previous = group.waiters.len();
+            if !group.waiters.is_empty() {
+                let result = self.commit(&group);
+                let waiters = std::mem::take(&mut group.waiters);
+                match &completer {
+                    // A handful of appends are completed at once here: handing them over would add
+                    // a thread hop to exactly the lightly loaded appends that care about latency.
+                    Some(_) if waiters.len() > INLINE_COMPLETIONS_MAX => {
+                        // The completer lives until `completions` is dropped below.
+                        let _ = completions.send((waiters, result));
+                    }
+                    _ => waiters.into_iter().for_each(|done| {
+                        let _ = done.send(result.clone());
+                    }),
                 }
             }
-            if !appends.is_empty() {
-                self.commit(&mut appends);
-            }
-            for (before, done) in trims.drain(..) {
+            for (before, done) in group.trims.drain(..) {
                 let _ = done.send(self.trim(before));
             }
+        }
+        drop(completions);
+        if let Some(completer) = completer {
+            let _ = completer.join();
+        }
+        if let Some(spare) = self.spare.take() {
+            let _ = spare.join();
         }
         tracing::debug!(dir = %self.dir.display(), next = %self.next, "wal writer stopped");
     }
 
-    /// Writes and syncs one group of appends, then completes them all.
-    fn commit(&mut self, appends: &mut Vec<(WalRecord, Done)>) {
-        let result = match &self.poisoned {
-            Some(cause) => Err(WalError::Poisoned {
-                cause: cause.clone(),
-            }),
-            None => self.write_and_sync(appends),
-        };
-        if let Err(e) = &result
-            && self.poisoned.is_none()
-        {
-            tracing::error!(error = %e, "wal write failed; refusing all further appends");
-            self.poisoned = Some(e.to_string());
+    /// Waits for work and swaps it into `group` (whose buffers are reused). False once closed and
+    /// drained. `previous` is the size of the group just completed: with `group_commit_wait_us` set,
+    /// the writer waits that long at most for as many appends to gather, since the appenders it just
+    /// completed are likely to append again at once.
+    fn take(&self, group: &mut Group, previous: usize) -> bool {
+        group.buf.clear();
+        group.ends.clear();
+        let mut q = self.shared.lock();
+        q.wake_at = 1;
+        while q.is_empty() && !q.closed {
+            q.writer_idle = true;
+            q = self
+                .shared
+                .wake
+                .wait(q)
+                .unwrap_or_else(PoisonError::into_inner);
         }
-        for (_, done) in appends.drain(..) {
-            // A waiter that went away no longer cares.
-            let _ = done.send(result.clone());
+        let wait = std::time::Duration::from_micros(self.config.group_commit_wait_us);
+        if !wait.is_zero() && q.waiters.len() < previous && q.trims.is_empty() {
+            let deadline = std::time::Instant::now() + wait;
+            q.wake_at = previous;
+            while q.waiters.len() < previous && !q.closed {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                q.writer_idle = true;
+                q = self
+                    .shared
+                    .wake
+                    .wait_timeout(q, left)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+            }
+            q.wake_at = 1;
         }
+        q.writer_idle = false;
+        if q.is_empty() {
+            return false;
+        }
+        std::mem::swap(&mut q.buf, &mut group.buf);
+        std::mem::swap(&mut q.ends, &mut group.ends);
+        std::mem::swap(&mut q.waiters, &mut group.waiters);
+        std::mem::swap(&mut q.trims, &mut group.trims);
+        true
     }
 
-    fn write_and_sync(&mut self, appends: &[(WalRecord, Done)]) -> Result<(), WalError> {
-        self.buf.clear();
-        let mut total = 0u64;
-        for (record, _) in appends {
-            let len = record.encoded_len() as u64;
-            if self.active.write_at + self.buf.len() as u64 + len > self.config.segment_bytes {
-                self.flush_buf()?;
+    /// Writes and syncs one group.
+    fn commit(&mut self, group: &Group) -> Result<(), WalError> {
+        let poisoned = self.shared.lock().poisoned.clone();
+        let result = match poisoned {
+            Some(cause) => Err(WalError::Poisoned { cause }),
+            None => self.write_and_sync(group),
+        };
+        let stats = &self.shared.stats;
+        match &result {
+            Ok(()) => {
+                stats
+                    .records
+                    .fetch_add(group.waiters.len() as u64, Ordering::Relaxed);
+                stats
+                    .bytes
+                    .fetch_add(group.buf.len() as u64, Ordering::Relaxed);
+            }
+            Err(e) => {
+                let mut q = self.shared.lock();
+                if q.poisoned.is_none() {
+                    tracing::error!(error = %e, "wal write failed; refusing all further appends");
+                    q.poisoned = Some(e.to_string());
+                }
+            }
+        }
+        result
+    }
+
+    fn write_and_sync(&mut self, group: &Group) -> Result<(), WalError> {
+        let mut from = 0usize;
+        let mut record = 0usize;
+        while record < group.ends.len() {
+            // The records that still fit in the active segment.
+            let room = self.config.segment_bytes - self.write_at;
+            let fit = group.ends[record..].partition_point(|end| (end - from) as u64 <= room);
+            if fit == 0 {
+                if self.write_at == segment::HEADER_LEN {
+                    // Cannot happen: the configuration bounds records below a segment's capacity.
+                    return Err(WalError::RecordTooLarge {
+                        size: (group.ends[record] - from) as u64,
+                        max: room,
+                    });
+                }
                 self.sync()?;
                 self.roll()?;
+                continue;
             }
-            record::encode(record, &mut self.buf);
-            self.next = WalPosition(self.next.0 + 1);
-            total += len;
+            let to = group.ends[record + fit - 1];
+            self.active
+                .file
+                .write_all_at(&group.buf[from..to], self.write_at)
+                .map_err(|e| WalError::io("write", &self.active.path, e))?;
+            self.write_at += (to - from) as u64;
+            self.next = WalPosition(self.next.0 + fit as u64);
+            record += fit;
+            from = to;
         }
-        self.flush_buf()?;
-        self.sync()?;
-        self.stats
-            .records
-            .fetch_add(appends.len() as u64, Ordering::Relaxed);
-        self.stats.bytes.fetch_add(total, Ordering::Relaxed);
-        Ok(())
-    }
-
-    fn flush_buf(&mut self) -> Result<(), WalError> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let active = &mut self.active;
-        active
-            .file
-            .write_all_at(&self.buf, active.write_at)
-            .map_err(|e| WalError::io("write", &active.path, e))?;
-        active.write_at += self.buf.len() as u64;
-        self.buf.clear();
-        Ok(())
+        self.sync()
     }
 
     fn sync(&self) -> Result<(), WalError> {
-        self.stats.syncs.fetch_add(1, Ordering::Relaxed);
+        self.shared.stats.syncs.fetch_add(1, Ordering::Relaxed);
         self.active
             .file
             .sync_data()
             .map_err(|e| WalError::io("fdatasync", &self.active.path, e))
     }
 
-    /// Starts a new segment at the next position. The old one is already synced.
+    fn prepare_next_spare(&mut self) {
+        let dir = self.dir.clone();
+        let (size, preallocate) = (self.config.segment_bytes, self.config.preallocate);
+        let spawned = std::thread::Builder::new()
+            .name("weir-wal-spare".into())
+            .spawn(move || segment::prepare_spare(&dir, size, preallocate));
+        match spawned {
+            Ok(handle) => self.spare = Some(handle),
+            Err(e) => tracing::warn!(error = %e, "cannot prepare the next wal segment in advance"),
+        }
+    }
+
+    /// Starts a new segment at the next position, from the prepared spare. The old one is synced.
     fn roll(&mut self) -> Result<(), WalError> {
-        let (file, path) = segment::create(
-            &self.dir,
-            self.next,
-            self.config.segment_bytes,
-            self.config.preallocate,
-        )?;
-        self.segments.push_back((self.next, path.clone()));
-        self.active = Active {
-            file,
-            path,
-            write_at: segment::HEADER_LEN,
+        let spare = match self.spare.take().map(JoinHandle::join) {
+            Some(Ok(prepared)) => prepared?,
+            // No spare (spawn failed) or its thread panicked: prepare one here.
+            _ => segment::prepare_spare(
+                &self.dir,
+                self.config.segment_bytes,
+                self.config.preallocate,
+            )?,
         };
+        let path = segment::install_spare(&self.dir, &spare, self.next)?;
+        self.segments.push_back((self.next, path.clone()));
+        self.active = SegmentFile { file: spare, path };
+        self.write_at = segment::HEADER_LEN;
+        self.prepare_next_spare();
         Ok(())
     }
 
