@@ -1,6 +1,73 @@
-//! Cluster metadata: brokers, topics, partitions → streams, streams → objects.
+//! Cluster metadata: topics, partitions → streams, streams → objects (DESIGN.md section 6).
 //!
-//! Planned contents (DESIGN.md section 6; issues 3 and 7): the pure `apply(state, record)` state machine,
-//! the create-only metadata log and snapshots in the object store, the gRPC service brokers call, and the
-//! implementation of `weir_storage::StreamMetadata` that the storage layer commits objects through. Until
-//! then the storage layer runs against its in-memory `MemoryMetadata`.
+//! - [`records`]: the metadata records, prost-encoded;
+//! - [`state`]: the state machine, `State::apply(record)`, a pure function;
+//! - [`log`]: the create-only metadata log and snapshots in the object store;
+//! - [`Controller`]: validates requests, appends records, applies them; implements
+//!   [`weir_storage::StreamMetadata`], so the storage layer commits objects through it.
+//!
+//! In `weir serve` the controller runs in the broker's process and is called directly. The gRPC
+//! service for multi-broker clusters comes with the cluster milestone.
+
+mod controller;
+pub mod log;
+pub mod records;
+pub mod state;
+
+pub use controller::{Controller, ControllerConfig, validate_topic_name};
+pub use state::{State, Topic};
+
+use std::sync::Arc;
+
+/// Everything that can go wrong in the controller.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ControllerError {
+    /// An object store request failed.
+    #[error("object store {op} {key}: {source}")]
+    Store {
+        /// The request.
+        op: &'static str,
+        /// The key or prefix.
+        key: String,
+        /// The store's error.
+        source: Arc<object_store::Error>,
+    },
+    /// A metadata object is damaged.
+    #[error("metadata object {key}: {reason}")]
+    Format {
+        /// The object's key.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Another controller wrote the next log sequence: this one is no longer the leader.
+    #[error(
+        "lost controller leadership: metadata log sequence {seq} was written by another controller"
+    )]
+    LostLeadership {
+        /// The sequence number found taken.
+        seq: u64,
+    },
+    /// The topic exists already.
+    #[error("topic {0:?} already exists")]
+    TopicExists(String),
+    /// No such topic.
+    #[error("unknown topic {0:?}")]
+    UnknownTopic(String),
+    /// A topic name Kafka would refuse.
+    #[error("invalid topic name {0:?}: 1-249 characters of [a-zA-Z0-9._-], not \".\" or \"..\"")]
+    InvalidTopicName(String),
+    /// A partition count that makes no sense.
+    #[error("invalid partition count {0}")]
+    InvalidPartitions(u32),
+}
+
+impl ControllerError {
+    pub(crate) fn store(op: &'static str, key: &str, e: object_store::Error) -> Self {
+        ControllerError::Store {
+            op,
+            key: key.to_string(),
+            source: Arc::new(e),
+        }
+    }
+}

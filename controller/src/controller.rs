@@ -1,0 +1,285 @@
+//! The controller: turns requests into validated records, appends them to the metadata log, applies
+//! them, and serves reads from the resulting state.
+//!
+//! Writes are serialised by one async mutex around the log (one writer, like a partition); the state
+//! sits behind a read-write lock that is held only to read or apply, never across an `.await`.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use async_trait::async_trait;
+use object_store::ObjectStore;
+use uuid::Uuid;
+use weir_common::{Epoch, ObjectId, Offset, StreamId};
+use weir_storage::{MetadataError, NewObject, ObjectSlice, StreamDescriptor, StreamMetadata};
+
+use crate::ControllerError;
+use crate::log::MetaLog;
+use crate::records::{
+    Counters, Kind, Record, StreamCreated, StreamOpened, TopicCreated, TopicDeleted,
+};
+use crate::state::{State, Topic, commit_record};
+
+/// Settings of the controller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControllerConfig {
+    /// A snapshot is written after this many log appends. Default 1000.
+    pub snapshot_every: u64,
+    /// Object ids are reserved in blocks of this many, one log append per block. Default 1024.
+    pub object_id_block: u64,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        Self {
+            snapshot_every: 1000,
+            object_id_block: 1024,
+        }
+    }
+}
+
+/// The cluster's metadata authority. See the [module documentation](self).
+#[derive(Debug)]
+pub struct Controller {
+    log: tokio::sync::Mutex<Writer>,
+    state: RwLock<State>,
+    config: ControllerConfig,
+}
+
+#[derive(Debug)]
+struct Writer {
+    log: MetaLog,
+    /// Object ids handed out from the reserved block: next, and the block's end.
+    next_object_id: u64,
+    reserved_object_id: u64,
+}
+
+impl Controller {
+    /// Loads the metadata from `store` and becomes its writer.
+    pub async fn open(
+        store: Arc<dyn ObjectStore>,
+        config: ControllerConfig,
+    ) -> Result<Controller, ControllerError> {
+        let (log, state) = MetaLog::open(store, config.snapshot_every).await?;
+        let reserved = state.next_object_id;
+        Ok(Controller {
+            log: tokio::sync::Mutex::new(Writer {
+                log,
+                next_object_id: reserved,
+                reserved_object_id: reserved,
+            }),
+            state: RwLock::new(state),
+            config,
+        })
+    }
+
+    /// Runs `f` on the current state.
+    pub fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
+        f(&self.state.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Appends `records` and applies them. The caller holds the writer.
+    async fn commit(
+        &self,
+        writer: &mut Writer,
+        records: Vec<Record>,
+    ) -> Result<(), ControllerError> {
+        writer.log.append(&records).await?;
+        let snapshot = {
+            let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
+            for record in &records {
+                state.apply(record);
+            }
+            writer.log.snapshot_due().then(|| state.clone())
+        };
+        if let Some(snapshot) = snapshot
+            && let Err(e) = writer.log.snapshot(&snapshot).await
+        {
+            // The log holds everything; a missed snapshot only slows the next restart.
+            tracing::warn!(error = %e, "metadata snapshot failed");
+        }
+        Ok(())
+    }
+
+    /// Creates a topic with `partitions` partitions, each a new stream.
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        configs: BTreeMap<String, String>,
+    ) -> Result<Topic, ControllerError> {
+        validate_topic_name(name)?;
+        if partitions == 0 {
+            return Err(ControllerError::InvalidPartitions(partitions));
+        }
+        let mut writer = self.log.lock().await;
+        let first_stream = self.read(|s| {
+            if s.topics.contains_key(name) {
+                Err(ControllerError::TopicExists(name.to_string()))
+            } else {
+                Ok(s.next_stream_id)
+            }
+        })?;
+        let record = TopicCreated {
+            name: name.to_string(),
+            id: Uuid::new_v4().as_bytes().to_vec(),
+            partition_streams: (0..u64::from(partitions))
+                .map(|p| first_stream + p)
+                .collect(),
+            configs,
+        };
+        self.commit(&mut writer, vec![Kind::TopicCreated(record).into()])
+            .await?;
+        let topic = self.read(|s| s.topics.get(name).cloned());
+        topic.ok_or_else(|| ControllerError::UnknownTopic(name.to_string()))
+    }
+
+    /// Deletes a topic and its streams. Its objects stay until garbage collection.
+    pub async fn delete_topic(&self, name: &str) -> Result<Topic, ControllerError> {
+        let mut writer = self.log.lock().await;
+        let topic = self
+            .read(|s| s.topics.get(name).cloned())
+            .ok_or_else(|| ControllerError::UnknownTopic(name.to_string()))?;
+        let record = TopicDeleted {
+            name: name.to_string(),
+        };
+        self.commit(&mut writer, vec![Kind::TopicDeleted(record).into()])
+            .await?;
+        Ok(topic)
+    }
+
+    fn unavailable(e: ControllerError) -> MetadataError {
+        MetadataError::Unavailable(e.to_string())
+    }
+
+    fn stream_descriptor(&self, stream: StreamId) -> Result<StreamDescriptor, MetadataError> {
+        self.read(|s| s.describe(stream))
+            .ok_or(MetadataError::UnknownStream(stream))
+    }
+}
+
+/// Kafka's rule: 1 to 249 characters of ASCII letters, digits, `.`, `_` and `-`, and not `.` or `..`.
+pub fn validate_topic_name(name: &str) -> Result<(), ControllerError> {
+    let valid_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+    if name.is_empty() || name.len() > 249 || !valid_chars || name == "." || name == ".." {
+        return Err(ControllerError::InvalidTopicName(name.to_string()));
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl StreamMetadata for Controller {
+    async fn create_stream(&self) -> Result<StreamId, MetadataError> {
+        let mut writer = self.log.lock().await;
+        let id = self.read(|s| s.next_stream_id);
+        let record = Kind::StreamCreated(StreamCreated { stream: id }).into();
+        self.commit(&mut writer, vec![record])
+            .await
+            .map_err(Self::unavailable)?;
+        Ok(StreamId(id))
+    }
+
+    async fn open_stream(&self, stream: StreamId) -> Result<StreamDescriptor, MetadataError> {
+        let mut writer = self.log.lock().await;
+        let current = self.stream_descriptor(stream)?;
+        let epoch = current.epoch.next();
+        let record = Kind::StreamOpened(StreamOpened {
+            stream: stream.get(),
+            epoch: epoch.get(),
+        })
+        .into();
+        self.commit(&mut writer, vec![record])
+            .await
+            .map_err(Self::unavailable)?;
+        self.stream_descriptor(stream)
+    }
+
+    async fn close_stream(&self, stream: StreamId, epoch: Epoch) -> Result<(), MetadataError> {
+        let current = self.stream_descriptor(stream)?;
+        if current.epoch != epoch {
+            return Err(MetadataError::Fenced {
+                stream,
+                epoch,
+                current: current.epoch,
+            });
+        }
+        Ok(())
+    }
+
+    async fn describe_stream(&self, stream: StreamId) -> Result<StreamDescriptor, MetadataError> {
+        self.stream_descriptor(stream)
+    }
+
+    async fn allocate_object_ids(&self, count: u32) -> Result<ObjectId, MetadataError> {
+        let mut writer = self.log.lock().await;
+        let count = u64::from(count);
+        if writer.next_object_id + count > writer.reserved_object_id {
+            let reserved = writer.next_object_id + count.max(self.config.object_id_block);
+            let record = Kind::Counters(Counters {
+                next_stream_id: self.read(|s| s.next_stream_id),
+                next_object_id: reserved,
+            })
+            .into();
+            self.commit(&mut writer, vec![record])
+                .await
+                .map_err(Self::unavailable)?;
+            writer.reserved_object_id = reserved;
+        }
+        let first = writer.next_object_id;
+        writer.next_object_id += count;
+        Ok(ObjectId(first))
+    }
+
+    async fn commit_objects(&self, objects: Vec<NewObject>) -> Result<(), MetadataError> {
+        let mut writer = self.log.lock().await;
+        self.read(|s| check_commit(s, &objects))?;
+        self.commit(&mut writer, vec![commit_record(&objects)])
+            .await
+            .map_err(Self::unavailable)
+    }
+
+    async fn find_objects(
+        &self,
+        stream: StreamId,
+        from: Offset,
+        limit: usize,
+    ) -> Result<Vec<ObjectSlice>, MetadataError> {
+        self.read(|s| {
+            let stream = s
+                .streams
+                .get(&stream)
+                .ok_or(MetadataError::UnknownStream(stream))?;
+            let first = stream.slices.partition_point(|slice| slice.end <= from);
+            Ok(stream.slices[first..].iter().take(limit).copied().collect())
+        })
+    }
+}
+
+/// Every range must carry its stream's current epoch and continue its committed data.
+fn check_commit(state: &State, objects: &[NewObject]) -> Result<(), MetadataError> {
+    let mut ends: BTreeMap<StreamId, Offset> = BTreeMap::new();
+    for range in objects.iter().flat_map(|o| &o.ranges) {
+        let d = state
+            .describe(range.stream_id)
+            .ok_or(MetadataError::UnknownStream(range.stream_id))?;
+        if range.epoch != d.epoch {
+            return Err(MetadataError::Fenced {
+                stream: d.id,
+                epoch: range.epoch,
+                current: d.epoch,
+            });
+        }
+        let expected = ends.get(&d.id).copied().unwrap_or(d.end_offset);
+        if range.start != expected || range.end < range.start {
+            return Err(MetadataError::NotContiguous {
+                stream: d.id,
+                expected,
+                found: range.start,
+            });
+        }
+        ends.insert(d.id, range.end);
+    }
+    Ok(())
+}

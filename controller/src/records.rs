@@ -1,0 +1,147 @@
+//! Metadata records: what the metadata log holds, prost-encoded (no `.proto` file: the messages are
+//! declared here with prost's derive, so no `protoc` is needed). Field tags are append-only: never
+//! reuse or renumber one.
+
+use std::collections::BTreeMap;
+
+/// One change to the cluster metadata.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Record {
+    /// What changed.
+    #[prost(oneof = "Kind", tags = "1, 2, 3, 4, 5, 6")]
+    pub kind: Option<Kind>,
+}
+
+/// The kinds of change.
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub enum Kind {
+    /// A topic and its partition streams were created.
+    #[prost(message, tag = "1")]
+    TopicCreated(TopicCreated),
+    /// A topic was deleted.
+    #[prost(message, tag = "2")]
+    TopicDeleted(TopicDeleted),
+    /// A stream was created on its own (not as a topic partition).
+    #[prost(message, tag = "3")]
+    StreamCreated(StreamCreated),
+    /// A stream got a new owner epoch.
+    #[prost(message, tag = "4")]
+    StreamOpened(StreamOpened),
+    /// Objects were uploaded and hold these stream ranges.
+    #[prost(message, tag = "5")]
+    ObjectsCommitted(ObjectsCommitted),
+    /// Id counters moved (object ids reserved in blocks).
+    #[prost(message, tag = "6")]
+    Counters(Counters),
+}
+
+/// A topic was created.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TopicCreated {
+    /// Topic name.
+    #[prost(string, tag = "1")]
+    pub name: String,
+    /// Topic id (UUID, 16 bytes).
+    #[prost(bytes = "vec", tag = "2")]
+    pub id: Vec<u8>,
+    /// Stream id of each partition, by partition index.
+    #[prost(uint64, repeated, tag = "3")]
+    pub partition_streams: Vec<u64>,
+    /// Topic configs set explicitly.
+    #[prost(btree_map = "string, string", tag = "4")]
+    pub configs: BTreeMap<String, String>,
+}
+
+/// A topic was deleted.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TopicDeleted {
+    /// Topic name.
+    #[prost(string, tag = "1")]
+    pub name: String,
+}
+
+/// A stream was created.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StreamCreated {
+    /// Its id.
+    #[prost(uint64, tag = "1")]
+    pub stream: u64,
+}
+
+/// A stream was opened by a new owner.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StreamOpened {
+    /// The stream.
+    #[prost(uint64, tag = "1")]
+    pub stream: u64,
+    /// Its new epoch.
+    #[prost(uint64, tag = "2")]
+    pub epoch: u64,
+}
+
+/// Objects and the stream ranges they hold.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ObjectsCommitted {
+    /// The objects.
+    #[prost(message, repeated, tag = "1")]
+    pub objects: Vec<CommittedObject>,
+}
+
+/// One committed object.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CommittedObject {
+    /// Object id.
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    /// Size in bytes.
+    #[prost(uint64, tag = "2")]
+    pub size: u64,
+    /// 0 = stream set object, 1 = stream object.
+    #[prost(uint32, tag = "3")]
+    pub kind: u32,
+    /// The stream ranges it holds.
+    #[prost(message, repeated, tag = "4")]
+    pub ranges: Vec<CommittedRange>,
+}
+
+/// A stream range inside a committed object.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CommittedRange {
+    /// The stream.
+    #[prost(uint64, tag = "1")]
+    pub stream: u64,
+    /// The writer's epoch.
+    #[prost(uint64, tag = "2")]
+    pub epoch: u64,
+    /// First offset.
+    #[prost(uint64, tag = "3")]
+    pub start: u64,
+    /// Offset after the last.
+    #[prost(uint64, tag = "4")]
+    pub end: u64,
+}
+
+/// Id counters.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Counters {
+    /// Next stream id to hand out.
+    #[prost(uint64, tag = "1")]
+    pub next_stream_id: u64,
+    /// Next object id not yet reserved.
+    #[prost(uint64, tag = "2")]
+    pub next_object_id: u64,
+}
+
+/// The body of a metadata log object or snapshot: records applied in order.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RecordBatch {
+    /// The records.
+    #[prost(message, repeated, tag = "1")]
+    pub records: Vec<Record>,
+}
+
+impl From<Kind> for Record {
+    fn from(kind: Kind) -> Self {
+        Record { kind: Some(kind) }
+    }
+}

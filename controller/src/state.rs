@@ -1,0 +1,241 @@
+//! The metadata state machine: [`State::apply`] is a pure function of the state and one record.
+//!
+//! Records are validated before they are written to the log (in [`crate::Controller`]); `apply` only
+//! replays them, so it never fails and does no I/O. Replaying the same records always yields the same
+//! state, which is what makes the log (and a snapshot, [`State::to_records`]) the truth.
+
+use std::collections::BTreeMap;
+
+use uuid::Uuid;
+use weir_common::{Epoch, ObjectId, Offset, StreamId};
+use weir_storage::{ObjectDescriptor, ObjectKind, ObjectSlice, StreamDescriptor};
+
+use crate::records::{
+    CommittedObject, CommittedRange, Counters, Kind, ObjectsCommitted, Record, StreamCreated,
+    StreamOpened, TopicCreated,
+};
+
+/// A topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topic {
+    /// Its name.
+    pub name: String,
+    /// Its id.
+    pub id: Uuid,
+    /// The stream of each partition, by partition index.
+    pub partitions: Vec<StreamId>,
+    /// Configs set explicitly (defaults are not stored).
+    pub configs: BTreeMap<String, String>,
+}
+
+/// A stream as the controller knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Stream {
+    /// Current owner epoch.
+    pub epoch: Epoch,
+    /// Log start offset.
+    pub start: Offset,
+    /// End of the data committed in objects.
+    pub end: Offset,
+    /// Where the committed data lives, in offset order.
+    pub slices: Vec<ObjectSlice>,
+}
+
+/// The whole cluster metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct State {
+    /// Topics by name.
+    pub topics: BTreeMap<String, Topic>,
+    /// Streams by id.
+    pub streams: BTreeMap<StreamId, Stream>,
+    /// Committed objects by id.
+    pub objects: BTreeMap<ObjectId, ObjectDescriptor>,
+    /// Next stream id to hand out.
+    pub next_stream_id: u64,
+    /// Next object id not yet reserved.
+    pub next_object_id: u64,
+}
+
+fn kind_of(code: u32) -> ObjectKind {
+    if code == 1 {
+        ObjectKind::Stream
+    } else {
+        ObjectKind::StreamSet
+    }
+}
+
+fn code_of(kind: ObjectKind) -> u32 {
+    match kind {
+        ObjectKind::StreamSet => 0,
+        ObjectKind::Stream => 1,
+    }
+}
+
+impl State {
+    /// Applies one validated record.
+    pub fn apply(&mut self, record: &Record) {
+        let Some(kind) = &record.kind else { return };
+        match kind {
+            Kind::TopicCreated(t) => {
+                let id = Uuid::from_slice(&t.id).unwrap_or_default();
+                let partitions: Vec<StreamId> =
+                    t.partition_streams.iter().map(|s| StreamId(*s)).collect();
+                for stream in &partitions {
+                    self.streams.entry(*stream).or_default();
+                    self.next_stream_id = self.next_stream_id.max(stream.get() + 1);
+                }
+                let topic = Topic {
+                    name: t.name.clone(),
+                    id,
+                    partitions,
+                    configs: t.configs.clone(),
+                };
+                self.topics.insert(t.name.clone(), topic);
+            }
+            Kind::TopicDeleted(t) => {
+                if let Some(topic) = self.topics.remove(&t.name) {
+                    for stream in topic.partitions {
+                        self.streams.remove(&stream);
+                    }
+                }
+            }
+            Kind::StreamCreated(s) => {
+                self.streams.entry(StreamId(s.stream)).or_default();
+                self.next_stream_id = self.next_stream_id.max(s.stream + 1);
+            }
+            Kind::StreamOpened(s) => {
+                if let Some(stream) = self.streams.get_mut(&StreamId(s.stream)) {
+                    stream.epoch = Epoch(s.epoch);
+                }
+            }
+            Kind::ObjectsCommitted(c) => self.apply_commit(c),
+            Kind::Counters(c) => {
+                self.next_stream_id = self.next_stream_id.max(c.next_stream_id);
+                self.next_object_id = self.next_object_id.max(c.next_object_id);
+            }
+        }
+    }
+
+    fn apply_commit(&mut self, commit: &ObjectsCommitted) {
+        for object in &commit.objects {
+            let descriptor = ObjectDescriptor {
+                id: ObjectId(object.id),
+                size: object.size,
+                kind: kind_of(object.kind),
+            };
+            self.next_object_id = self.next_object_id.max(object.id + 1);
+            for range in &object.ranges {
+                let Some(stream) = self.streams.get_mut(&StreamId(range.stream)) else {
+                    continue; // deleted since
+                };
+                let slice = ObjectSlice {
+                    object: descriptor,
+                    start: Offset(range.start),
+                    end: Offset(range.end),
+                };
+                let at = stream.slices.partition_point(|s| s.start < slice.start);
+                stream.slices.insert(at, slice);
+                stream.end = stream.end.max(slice.end);
+            }
+            // Tracked even when no live stream references it: it exists in the store until garbage
+            // collection deletes it.
+            self.objects.insert(descriptor.id, descriptor);
+        }
+    }
+
+    /// Records that rebuild this state from an empty one: the body of a snapshot.
+    pub fn to_records(&self) -> Vec<Record> {
+        let mut records = vec![Record::from(Kind::Counters(Counters {
+            next_stream_id: self.next_stream_id,
+            next_object_id: self.next_object_id,
+        }))];
+        for topic in self.topics.values() {
+            records.push(
+                Kind::TopicCreated(TopicCreated {
+                    name: topic.name.clone(),
+                    id: topic.id.as_bytes().to_vec(),
+                    partition_streams: topic.partitions.iter().map(|s| s.get()).collect(),
+                    configs: topic.configs.clone(),
+                })
+                .into(),
+            );
+        }
+        let mut ranges: BTreeMap<ObjectId, Vec<CommittedRange>> = BTreeMap::new();
+        for (id, stream) in &self.streams {
+            records.push(Kind::StreamCreated(StreamCreated { stream: id.get() }).into());
+            records.push(
+                Kind::StreamOpened(StreamOpened {
+                    stream: id.get(),
+                    epoch: stream.epoch.get(),
+                })
+                .into(),
+            );
+            for slice in &stream.slices {
+                ranges
+                    .entry(slice.object.id)
+                    .or_default()
+                    .push(CommittedRange {
+                        stream: id.get(),
+                        epoch: stream.epoch.get(),
+                        start: slice.start.get(),
+                        end: slice.end.get(),
+                    });
+            }
+        }
+        let objects = self
+            .objects
+            .values()
+            .map(|o| CommittedObject {
+                id: o.id.get(),
+                size: o.size,
+                kind: code_of(o.kind),
+                ranges: ranges.remove(&o.id).unwrap_or_default(),
+            })
+            .collect();
+        records.push(Kind::ObjectsCommitted(ObjectsCommitted { objects }).into());
+        records
+    }
+
+    /// A stream's descriptor.
+    pub fn describe(&self, id: StreamId) -> Option<StreamDescriptor> {
+        self.streams.get(&id).map(|s| StreamDescriptor {
+            id,
+            epoch: s.epoch,
+            start_offset: s.start,
+            end_offset: s.end,
+        })
+    }
+
+    /// The topic with this id.
+    pub fn topic_by_id(&self, id: Uuid) -> Option<&Topic> {
+        self.topics.values().find(|t| t.id == id)
+    }
+}
+
+/// Builds the record of an object commit.
+pub(crate) fn commit_record(objects: &[weir_storage::NewObject]) -> Record {
+    Kind::ObjectsCommitted(ObjectsCommitted {
+        objects: objects
+            .iter()
+            .map(|o| CommittedObject {
+                id: o.object.id.get(),
+                size: o.object.size,
+                kind: code_of(o.object.kind),
+                ranges: o
+                    .ranges
+                    .iter()
+                    .map(|r| CommittedRange {
+                        stream: r.stream_id.get(),
+                        epoch: r.epoch.get(),
+                        start: r.start.get(),
+                        end: r.end.get(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+    })
+    .into()
+}
+
+#[cfg(test)]
+mod tests;
