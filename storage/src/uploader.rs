@@ -120,7 +120,11 @@ impl Inner {
                     epoch,
                     current,
                 }) => {
-                    self.drop_fenced(&mut objects, stream, epoch, current);
+                    let detail = format!("upload at {epoch} refused: the stream is at {current}");
+                    self.drop_stream(&mut objects, stream, detail);
+                }
+                Err(MetadataError::UnknownStream(stream)) => {
+                    self.drop_stream(&mut objects, stream, "the stream was deleted".into());
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -136,14 +140,8 @@ impl Inner {
         Ok(objects)
     }
 
-    fn drop_fenced(
-        &self,
-        objects: &mut Vec<NewObject>,
-        stream: StreamId,
-        epoch: Epoch,
-        current: Epoch,
-    ) {
-        let detail = format!("upload at {epoch} refused: the stream is at {current}");
+    /// Leaves a stream the metadata refused out of the commit and stops its appends.
+    fn drop_stream(&self, objects: &mut Vec<NewObject>, stream: StreamId, detail: String) {
         if let Some(shared) = self.streams_lock().get(&stream) {
             shared.mark_fenced(detail);
         } else {
