@@ -1,5 +1,20 @@
-//! The Kafka front end (DESIGN.md section 7; issue 3 onwards).
+//! Weir's Kafka front end (DESIGN.md section 7) and the `weir` binary.
 //!
-//! Planned contents: the connection loop and codec (`kafka-protocol`), one handler per API, the partition
-//! actors that own offset assignment over `weir_storage` streams, group and transaction coordinators,
-//! authentication, and the `weir` binary (`weir serve`, `weir broker`, `weir admin`).
+//! - [`server`]: starts a single-node broker (`weir serve`): WAL, object store, controller, storage,
+//!   listeners; stops it gracefully;
+//! - `connection`: framing, request decoding, ordered responses, one connection per task;
+//! - `api`: one route table (which also answers ApiVersions) and one handler per Kafka API;
+//! - [`batch`]: RecordBatch v2 validation and the offset/epoch rewrite;
+//! - [`node`]: the state connections share: controller, storage, partitions;
+//! - `error`: the one mapping from Weir errors to Kafka error codes.
+
+mod api;
+pub mod batch;
+pub mod config;
+mod connection;
+mod error;
+pub mod node;
+pub mod server;
+
+pub use config::ServeConfig;
+pub use server::Server;

@@ -1,0 +1,156 @@
+//! Fetch: sessionless (session id 0, DESIGN.md 7), whole stored batches, long poll woken by appends.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures::future::select_all;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::fetch_request::FetchTopic;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+use tokio::sync::watch;
+use weir_common::Offset;
+
+use crate::error::storage_code;
+use crate::node::{Node, Partition};
+
+/// One partition asked for.
+struct Target {
+    topic: usize,
+    index: i32,
+    partition: Result<Partition, i16>,
+    offset: i64,
+    max_bytes: usize,
+    leader_epoch: i32,
+}
+
+pub(super) async fn handle(node: &Node, request: FetchRequest, version: i16) -> FetchResponse {
+    let topics: Vec<FetchTopic> = request.topics;
+    let mut targets = Vec::new();
+    for (t, topic) in topics.iter().enumerate() {
+        let resolved = if version >= 13 {
+            node.topic_by_id(topic.topic_id)
+                .ok_or(ResponseError::UnknownTopicId.code())
+        } else {
+            node.topic(&topic.topic.0)
+                .ok_or(ResponseError::UnknownTopicOrPartition.code())
+        };
+        for p in &topic.partitions {
+            let partition = resolved.clone().and_then(|tp| {
+                node.partition(&tp, p.partition)
+                    .ok_or(ResponseError::UnknownTopicOrPartition.code())
+            });
+            targets.push(Target {
+                topic: t,
+                index: p.partition,
+                partition,
+                offset: p.fetch_offset,
+                max_bytes: usize::try_from(p.partition_max_bytes).unwrap_or(0),
+                leader_epoch: p.current_leader_epoch,
+            });
+        }
+    }
+    let max_wait = Duration::from_millis(u64::try_from(request.max_wait_ms).unwrap_or(0));
+    let deadline = tokio::time::Instant::now() + max_wait;
+    let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
+    let max_bytes = usize::try_from(request.max_bytes).unwrap_or(usize::MAX);
+    let results = loop {
+        // Subscribe before reading, so an append between the read and the wait still wakes us.
+        let mut watchers: Vec<watch::Receiver<Offset>> = targets
+            .iter()
+            .filter_map(|t| t.partition.as_ref().ok().map(|p| p.stream.subscribe()))
+            .collect();
+        let results = read_all(&targets, max_bytes).await;
+        let bytes: usize = results
+            .iter()
+            .map(|r| r.records.as_ref().map_or(0, Bytes::len))
+            .sum();
+        let any_error = results.iter().any(|r| r.error_code != 0);
+        let satisfied = if min_bytes == 0 {
+            true
+        } else {
+            bytes >= min_bytes
+        };
+        if satisfied || any_error || watchers.is_empty() || tokio::time::Instant::now() >= deadline
+        {
+            break results;
+        }
+        let changed = select_all(watchers.iter_mut().map(|w| Box::pin(w.changed())));
+        if tokio::time::timeout_at(deadline, changed).await.is_err() {
+            break read_all(&targets, max_bytes).await;
+        }
+    };
+    let mut responses: Vec<FetchableTopicResponse> = topics
+        .iter()
+        .map(|t| {
+            FetchableTopicResponse::default()
+                .with_topic(TopicName(t.topic.0.clone()))
+                .with_topic_id(t.topic_id)
+        })
+        .collect();
+    for (target, data) in targets.iter().zip(results) {
+        responses[target.topic].partitions.push(data);
+    }
+    FetchResponse::default()
+        .with_session_id(0)
+        .with_responses(responses)
+}
+
+async fn read_all(targets: &[Target], max_bytes: usize) -> Vec<PartitionData> {
+    let mut out = Vec::with_capacity(targets.len());
+    let mut remaining = max_bytes;
+    for target in targets {
+        let data = read_one(target, remaining).await;
+        let used = data.records.as_ref().map_or(0, Bytes::len);
+        remaining = remaining.saturating_sub(used);
+        out.push(data);
+    }
+    out
+}
+
+async fn read_one(target: &Target, remaining: usize) -> PartitionData {
+    let data = PartitionData::default().with_partition_index(target.index);
+    let partition = match &target.partition {
+        Ok(p) => p,
+        Err(code) => return data.with_error_code(*code).with_high_watermark(-1),
+    };
+    let stream = &partition.stream;
+    let hw = i64::try_from(stream.high_watermark().get()).unwrap_or(i64::MAX);
+    let start = i64::try_from(stream.start_offset().get()).unwrap_or(0);
+    let data = data
+        .with_high_watermark(hw)
+        .with_last_stable_offset(hw)
+        .with_log_start_offset(start);
+    if target.leader_epoch >= 0 && target.leader_epoch != partition.leader_epoch {
+        let code = if target.leader_epoch < partition.leader_epoch {
+            ResponseError::FencedLeaderEpoch
+        } else {
+            ResponseError::UnknownLeaderEpoch
+        };
+        return data.with_error_code(code.code());
+    }
+    let Ok(offset) = u64::try_from(target.offset) else {
+        return data.with_error_code(ResponseError::OffsetOutOfRange.code());
+    };
+    // Past the partition's share of the response, a partition still gets one batch if it is first
+    // to have data (KIP-74); after that, nothing.
+    let budget = target.max_bytes.min(remaining.max(1));
+    match stream.read(Offset(offset), budget).await {
+        Ok(batches) => {
+            let records = match batches.len() {
+                0 => Bytes::new(),
+                1 => batches[0].payload.clone(),
+                _ => {
+                    let total = batches.iter().map(|b| b.payload.len()).sum();
+                    let mut buf = BytesMut::with_capacity(total);
+                    for b in &batches {
+                        buf.extend_from_slice(&b.payload);
+                    }
+                    buf.freeze()
+                }
+            };
+            data.with_records(Some(records))
+        }
+        Err(e) => data.with_error_code(storage_code(&e)),
+    }
+}

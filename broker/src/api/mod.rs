@@ -1,0 +1,79 @@
+//! The Kafka APIs Weir serves: one route table (which also produces the ApiVersions answer) and one
+//! handler module per API. Handlers do no socket I/O; the connection decodes and encodes.
+
+mod api_versions;
+mod create_topics;
+mod delete_topics;
+mod fetch;
+mod list_offsets;
+mod metadata;
+mod produce;
+
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
+use kafka_protocol::protocol::{Message, VersionRange};
+
+use crate::node::Node;
+
+pub(crate) use api_versions::unsupported_version_response;
+
+/// The APIs served and their version ranges: those of Kafka 4.1 (the `kafka-protocol` crate's), never
+/// a higher minimum. Only what is implemented is listed: clients act on what ApiVersions advertises.
+pub(crate) fn supported() -> Vec<(ApiKey, VersionRange)> {
+    use kafka_protocol::messages::*;
+    vec![
+        (ApiKey::Produce, ProduceRequest::VERSIONS),
+        (ApiKey::Fetch, FetchRequest::VERSIONS),
+        (ApiKey::ListOffsets, ListOffsetsRequest::VERSIONS),
+        (ApiKey::Metadata, MetadataRequest::VERSIONS),
+        (ApiKey::ApiVersions, ApiVersionsRequest::VERSIONS),
+        (ApiKey::CreateTopics, CreateTopicsRequest::VERSIONS),
+        (ApiKey::DeleteTopics, DeleteTopicsRequest::VERSIONS),
+    ]
+}
+
+/// The supported range of `key`, if it is served.
+pub(crate) fn version_range(key: ApiKey) -> Option<VersionRange> {
+    supported()
+        .into_iter()
+        .find(|(k, _)| *k == key)
+        .map(|(_, range)| range)
+}
+
+/// Serves one decoded request. `None`: no response is sent (Produce with acks=0).
+pub(crate) async fn handle(
+    node: &Node,
+    header: &RequestHeader,
+    request: RequestKind,
+) -> Option<ResponseKind> {
+    let version = header.request_api_version;
+    let response = match request {
+        RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions::handle()),
+        RequestKind::Metadata(r) => {
+            ResponseKind::Metadata(metadata::handle(node, r, version).await)
+        }
+        RequestKind::CreateTopics(r) => {
+            ResponseKind::CreateTopics(create_topics::handle(node, r).await)
+        }
+        RequestKind::DeleteTopics(r) => {
+            ResponseKind::DeleteTopics(delete_topics::handle(node, r, version).await)
+        }
+        RequestKind::Produce(r) => {
+            let acks = r.acks;
+            let response = produce::handle(node, r, version).await;
+            if acks == 0 {
+                return None;
+            }
+            ResponseKind::Produce(response)
+        }
+        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(node, r, version).await),
+        RequestKind::ListOffsets(r) => {
+            ResponseKind::ListOffsets(list_offsets::handle(node, r, version).await)
+        }
+        other => {
+            // The connection only decodes what `supported` lists.
+            tracing::error!(request = ?std::mem::discriminant(&other), "no handler for a decoded request");
+            return None;
+        }
+    };
+    Some(response)
+}

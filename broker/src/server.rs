@@ -1,0 +1,209 @@
+//! Starting and stopping a single-node broker: storage, controller, listeners.
+//!
+//! Layout under `data_dir`: `wal/` (the file WAL) and `objects/` (the local object store holding the
+//! metadata log and the data objects), so the same objects could be moved to a bucket later.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use weir_controller::{Controller, ControllerConfig};
+use weir_storage::{Components, Storage};
+use weir_wal::FileWal;
+
+use crate::config::ServeConfig;
+use crate::connection;
+use crate::node::Node;
+
+/// A running broker.
+#[derive(Debug)]
+pub struct Server {
+    node: Arc<Node>,
+    kafka_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    accept: tokio::task::JoinHandle<JoinSet<()>>,
+    admin: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// Opens the data directory, recovers, and starts serving.
+    pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
+        config.validate()?;
+        let wal_dir = config.data_dir.join("wal");
+        let objects_dir = config.data_dir.join("objects");
+        std::fs::create_dir_all(&objects_dir)
+            .with_context(|| format!("cannot create data directory {}", objects_dir.display()))?;
+        let store: Arc<dyn ObjectStore> = Arc::new(
+            LocalFileSystem::new_with_prefix(&objects_dir).with_context(|| {
+                format!("cannot open object store at {}", objects_dir.display())
+            })?,
+        );
+        let cluster_id = cluster_id(&store).await?;
+        let controller =
+            Arc::new(Controller::open(store.clone(), ControllerConfig::default()).await?);
+        let (wal, recovery) = FileWal::open(&wal_dir, config.wal.clone())
+            .with_context(|| format!("cannot open the WAL in {}", wal_dir.display()))?;
+        let storage = Storage::open(
+            Components {
+                wal: Arc::new(wal),
+                recovery,
+                store,
+                metadata: controller.clone(),
+            },
+            config.storage.clone(),
+        )
+        .await?;
+        let node = Arc::new(Node::new(config.clone(), controller, storage, cluster_id));
+        node.open_all().await?;
+
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let kafka_addr = listener.local_addr()?;
+        let admin_listener = TcpListener::bind(config.admin_listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (admin)", config.admin_listen))?;
+        let admin_addr = admin_listener.local_addr()?;
+        let (stop, stopped) = watch::channel(false);
+        let ready = Arc::new(AtomicBool::new(true));
+        let admin = tokio::spawn(serve_admin(admin_listener, ready, stopped.clone()));
+        let accept = tokio::spawn(accept_loop(listener, node.clone(), stopped));
+        tracing::info!(%kafka_addr, %admin_addr, data_dir = %config.data_dir.display(), "weir serving");
+        Ok(Server {
+            node,
+            kafka_addr,
+            admin_addr,
+            stop,
+            accept,
+            admin,
+        })
+    }
+
+    /// Where the Kafka listener is bound.
+    pub fn kafka_addr(&self) -> SocketAddr {
+        self.kafka_addr
+    }
+
+    /// Where the admin HTTP listener is bound.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// The node, for tests and embedding.
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    /// Graceful stop: no new connections, open ones closed, everything acknowledged uploaded.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        if let Ok(mut connections) = self.accept.await {
+            connections.shutdown().await;
+        }
+        let _ = self.admin.await;
+        self.node.storage.flush().await?;
+        match Arc::try_unwrap(self.node) {
+            Ok(node) => node.storage.shutdown().await?,
+            Err(_) => tracing::warn!("node still shared at shutdown; data was flushed"),
+        }
+        tracing::info!("weir stopped");
+        Ok(())
+    }
+}
+
+/// The cluster id, created once and kept in the store.
+async fn cluster_id(store: &Arc<dyn ObjectStore>) -> anyhow::Result<String> {
+    let path = ObjectPath::from("meta/cluster-id");
+    let fresh = uuid::Uuid::new_v4().simple().to_string();
+    let opts = PutOptions {
+        mode: PutMode::Create,
+        ..PutOptions::default()
+    };
+    match store
+        .put_opts(&path, PutPayload::from(fresh.clone().into_bytes()), opts)
+        .await
+    {
+        Ok(_) => Ok(fresh),
+        Err(object_store::Error::AlreadyExists { .. }) => {
+            let bytes = store.get(&path).await?.bytes().await?;
+            Ok(String::from_utf8_lossy(&bytes).trim().to_string())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    node: Arc<Node>,
+    mut stop: watch::Receiver<bool>,
+) -> JoinSet<()> {
+    let limit = Arc::new(Semaphore::new(
+        usize::try_from(node.config.max_connections).unwrap_or(10_000),
+    ));
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return connections,
+            accepted = listener.accept() => {
+                let (socket, peer) = match accepted {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        continue;
+                    }
+                };
+                let Ok(permit) = limit.clone().try_acquire_owned() else {
+                    tracing::warn!(%peer, "connection limit reached; refusing");
+                    continue;
+                };
+                let node = node.clone();
+                connections.spawn(async move {
+                    connection::serve(node, socket, peer).await;
+                    drop(permit);
+                });
+                // Reap finished connections so the set does not grow without bound.
+                while connections.try_join_next().is_some() {}
+            }
+        }
+    }
+}
+
+async fn ready(State(ready): State<Arc<AtomicBool>>) -> (StatusCode, &'static str) {
+    if ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+    }
+}
+
+async fn serve_admin(
+    listener: TcpListener,
+    is_ready: Arc<AtomicBool>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let app = Router::new()
+        .route("/health/ready", get(ready))
+        .route("/health/live", get(|| async { "live\n" }))
+        .with_state(is_ready);
+    let shutdown = async move {
+        let _ = stop.changed().await;
+    };
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
+        tracing::error!(error = %e, "admin listener failed");
+    }
+}
