@@ -120,6 +120,7 @@ async fn process(node: &Node, frame: Bytes) -> Outcome {
         Ok(r) => r,
         Err(e) => return Outcome::Close(format!("malformed {key:?} v{version} request: {e}")),
     };
+    tracing::debug!(api = ?key, version, correlation_id, client = ?header.client_id, "request");
     let Some(response) = api::handle(node, &header, request).await else {
         return Outcome::Silent;
     };

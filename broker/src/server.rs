@@ -65,13 +65,18 @@ impl Server {
             config.storage.clone(),
         )
         .await?;
-        let node = Arc::new(Node::new(config.clone(), controller, storage, cluster_id));
-        node.open_all().await?;
-
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let kafka_addr = listener.local_addr()?;
+        let mut config = config;
+        if config.advertised_listener.is_none() {
+            // The bound address, not the configured one: port 0 means "any free port".
+            config.advertised_listener = Some(kafka_addr.to_string());
+        }
+        let node = Arc::new(Node::new(config.clone(), controller, storage, cluster_id));
+        node.open_all().await?;
+
         let admin_listener = TcpListener::bind(config.admin_listen)
             .await
             .with_context(|| format!("cannot listen on {} (admin)", config.admin_listen))?;

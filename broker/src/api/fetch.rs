@@ -66,6 +66,7 @@ pub(super) async fn handle(node: &Node, request: FetchRequest, version: i16) -> 
             .map(|r| r.records.as_ref().map_or(0, Bytes::len))
             .sum();
         let any_error = results.iter().any(|r| r.error_code != 0);
+        tracing::trace!(bytes, min_bytes, any_error, "fetch read");
         let satisfied = if min_bytes == 0 {
             true
         } else {

@@ -78,7 +78,7 @@ async fn lookup(partition: &Partition, timestamp: i64) -> Result<(i64, i64), i16
 }
 
 /// Scans the stream's batches: for `Some(ts)`, the first record with a timestamp at or after `ts`
-/// (the high watermark and -1 if none); for `None`, the record with the largest timestamp.
+/// (-1 if none); for `None`, the record with the largest timestamp.
 async fn scan(partition: &Partition, target: Option<i64>) -> Result<(i64, i64), i16> {
     let stream = &partition.stream;
     let end = stream.high_watermark();
@@ -109,7 +109,8 @@ async fn scan(partition: &Partition, target: Option<i64>) -> Result<(i64, i64), 
             }
         }
     }
-    Ok(best.unwrap_or((i64_of(end), -1)))
+    // Nothing matches: Kafka answers offset -1 (clients read it as "the end").
+    Ok(best.unwrap_or((-1, -1)))
 }
 
 /// The record of one batch that answers the query (decompressing it if needed).

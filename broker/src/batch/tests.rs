@@ -26,7 +26,7 @@ fn encode(n: i32, compression: Compression) -> Bytes {
             )]
             .into_iter()
             .collect(),
-            delete_horizon: None,
+            delete_horizon: false,
         })
         .collect();
     let mut buf = BytesMut::new();

@@ -1,0 +1,133 @@
+//! Test harness: a `weir serve` node in this process, or the `weir` binary as a child process, on
+//! ports chosen by the OS on 127.0.0.1.
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use weir_broker::{ServeConfig, Server};
+
+/// A node served in this process.
+pub struct InProcess {
+    pub server: Server,
+    pub dir: tempfile::TempDir,
+}
+
+impl InProcess {
+    pub async fn start() -> InProcess {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut ServeConfig)) -> InProcess {
+        init_logging();
+        let dir = tempfile::tempdir().unwrap();
+        let server = Server::start(config(dir.path(), tweak)).await.unwrap();
+        InProcess { server, dir }
+    }
+
+    pub fn bootstrap(&self) -> String {
+        self.server.kafka_addr().to_string()
+    }
+}
+
+pub fn config(dir: &Path, tweak: impl FnOnce(&mut ServeConfig)) -> ServeConfig {
+    let mut config = ServeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        admin_listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.to_path_buf(),
+        ..ServeConfig::default()
+    };
+    config.wal.segment_bytes = 8 << 20;
+    config.wal.max_record_bytes = 4 << 20;
+    tweak(&mut config);
+    config
+}
+
+/// Logs to the test output, filtered by `RUST_LOG` (default: warnings).
+pub fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// A free port on 127.0.0.1 (bound then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The `weir` binary running `serve` as a child process.
+pub struct Process {
+    pub child: Child,
+    pub kafka: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+impl Process {
+    pub fn start(dir: &Path) -> Process {
+        Self::start_on(dir, free_port(), free_port())
+    }
+
+    pub fn start_on(dir: &Path, kafka_port: u16, admin_port: u16) -> Process {
+        let kafka: SocketAddr = format!("127.0.0.1:{kafka_port}").parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_weir"))
+            .arg("serve")
+            .arg("--listen")
+            .arg(kafka.to_string())
+            .arg("--admin-listen")
+            .arg(admin.to_string())
+            .arg("--data-dir")
+            .arg(dir)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let process = Process {
+            child,
+            kafka,
+            admin,
+        };
+        process.wait_ready();
+        process
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(mut s) = std::net::TcpStream::connect(self.admin) {
+                use std::io::{Read, Write};
+                let _ = s.write_all(b"GET /health/ready HTTP/1.0\r\n\r\n");
+                let mut text = String::new();
+                let _ = s.read_to_string(&mut text);
+                if text.starts_with("HTTP/1.0 200") || text.starts_with("HTTP/1.1 200") {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("weir serve did not become ready on {}", self.admin);
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
