@@ -1,0 +1,336 @@
+//! Hostile and broken input at the wire level: each gets the answer Kafka gives (or the connection is
+//! closed, for what cannot be parsed), and the broker keeps serving everyone else.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, MetadataResponse,
+    ProduceRequest, ProduceResponse, RequestHeader, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+
+use common::InProcess;
+
+struct Raw {
+    stream: TcpStream,
+    correlation: i32,
+}
+
+impl Raw {
+    fn connect(node: &InProcess) -> Raw {
+        let stream = TcpStream::connect(node.server.kafka_addr()).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        Raw {
+            stream,
+            correlation: 0,
+        }
+    }
+
+    fn send_frame(&mut self, body: &[u8]) {
+        let mut frame = Vec::with_capacity(4 + body.len());
+        frame.put_u32(u32::try_from(body.len()).unwrap());
+        frame.extend_from_slice(body);
+        self.stream.write_all(&frame).unwrap();
+    }
+
+    /// The next response frame, or `None` if the broker closed the connection.
+    fn read_frame(&mut self) -> Option<Bytes> {
+        let mut len = [0u8; 4];
+        if self.stream.read_exact(&mut len).is_err() {
+            return None;
+        }
+        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+        self.stream.read_exact(&mut body).ok()?;
+        Some(Bytes::from(body))
+    }
+
+    fn request<R: Encodable + HeaderVersion>(
+        &mut self,
+        key: ApiKey,
+        version: i16,
+        request: &R,
+    ) -> Option<Bytes> {
+        self.correlation += 1;
+        let header = RequestHeader::default()
+            .with_request_api_key(key as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation)
+            .with_client_id(Some(StrBytes::from_static_str("bad-input-test")));
+        let mut body = BytesMut::new();
+        header
+            .encode(&mut body, R::header_version(version))
+            .unwrap();
+        request.encode(&mut body, version).unwrap();
+        self.send_frame(&body);
+        let mut response = self.read_frame()?;
+        let correlation = response.get_i32();
+        assert_eq!(correlation, self.correlation);
+        if key.response_header_version(version) >= 1 {
+            // Flexible response header: an empty tagged-field section.
+            assert_eq!(response.get_u8(), 0);
+        }
+        Some(response)
+    }
+
+    fn is_closed(&mut self) -> bool {
+        self.read_frame().is_none()
+    }
+}
+
+/// The broker still answers a fresh connection.
+fn still_serving(node: &InProcess) {
+    let mut raw = Raw::connect(node);
+    let mut response = raw
+        .request(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default())
+        .unwrap();
+    let versions = ApiVersionsResponse::decode(&mut response, 3).unwrap();
+    assert_eq!(versions.error_code, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unparseable_frames_close_only_their_connection() {
+    let node = InProcess::start().await;
+    tokio::task::spawn_blocking(move || {
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("too short for a header", vec![0, 3]),
+            ("unknown api key", vec![0x7f, 0x7f, 0, 0, 0, 0, 0, 1, 0, 0]),
+            (
+                "api not served (SaslHandshake)",
+                vec![0, 17, 0, 1, 0, 0, 0, 1, 0, 0],
+            ),
+            (
+                "unsupported Metadata version",
+                vec![0, 3, 0, 99, 0, 0, 0, 1, 0, 0],
+            ),
+            (
+                "truncated Metadata v12 body",
+                vec![0, 3, 0, 12, 0, 0, 0, 1, 0, 4, b'a', b'b', b'c', b'd', 0, 5],
+            ),
+        ];
+        for (what, body) in cases {
+            let mut raw = Raw::connect(&node);
+            raw.send_frame(&body);
+            assert!(raw.is_closed(), "{what}: the connection should be closed");
+            still_serving(&node);
+        }
+        // A frame larger than max_frame_bytes is refused before its body is read.
+        let mut raw = Raw::connect(&node);
+        raw.stream.write_all(&(200u32 << 20).to_be_bytes()).unwrap();
+        assert!(
+            raw.is_closed(),
+            "oversized frame: the connection should be closed"
+        );
+        still_serving(&node);
+        node
+    })
+    .await
+    .unwrap()
+    .server
+    .shutdown()
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_versions_too_new_gets_a_v0_answer_with_error_35() {
+    let node = InProcess::start().await;
+    let node = tokio::task::spawn_blocking(move || {
+        let mut raw = Raw::connect(&node);
+        // ApiVersions v99, header v2 as a new client would send it.
+        let header = RequestHeader::default()
+            .with_request_api_key(ApiKey::ApiVersions as i16)
+            .with_request_api_version(99)
+            .with_correlation_id(7);
+        let mut body = BytesMut::new();
+        header.encode(&mut body, 2).unwrap();
+        body.put_u8(0); // empty tagged fields of a body we do not know
+        raw.send_frame(&body);
+        let mut response = raw.read_frame().unwrap();
+        assert_eq!(response.get_i32(), 7);
+        let v0 = ApiVersionsResponse::decode(&mut response, 0).unwrap();
+        assert_eq!(v0.error_code, 35);
+        let metadata = v0
+            .api_keys
+            .iter()
+            .find(|k| k.api_key == ApiKey::Metadata as i16)
+            .unwrap();
+        assert_eq!((metadata.min_version, metadata.max_version), (0, 13));
+        let produce = v0
+            .api_keys
+            .iter()
+            .find(|k| k.api_key == ApiKey::Produce as i16)
+            .unwrap();
+        assert_eq!(
+            produce.min_version, 3,
+            "never a higher minimum than Kafka 4.1"
+        );
+        // The connection stays usable, as with Kafka.
+        let mut ok = raw
+            .request(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default())
+            .unwrap();
+        assert_eq!(
+            ApiVersionsResponse::decode(&mut ok, 3).unwrap().error_code,
+            0
+        );
+        node
+    })
+    .await
+    .unwrap();
+    node.server.shutdown().await.unwrap();
+}
+
+fn batch(n: i64) -> BytesMut {
+    let records: Vec<Record> = (0..n)
+        .map(|i| Record {
+            transactional: false,
+            control: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i,
+            sequence: -1 + i as i32,
+            timestamp: 1_000,
+            key: None,
+            value: Some(Bytes::from_static(b"value")),
+            headers: Default::default(),
+            delete_horizon: false,
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .unwrap();
+    buf
+}
+
+fn produce(raw: &mut Raw, topic: &str, records: Bytes) -> i16 {
+    let request = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partition_data(vec![
+                    PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(records)),
+                ]),
+        ]);
+    let mut response = raw
+        .request(ApiKey::Produce, 9, &request)
+        .expect("a produce response");
+    let response = ProduceResponse::decode(&mut response, 9).unwrap();
+    response.responses[0].partition_responses[0].error_code
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_batches_get_kafka_error_codes_and_nothing_is_appended() {
+    let node = InProcess::start_with(|c| c.auto_create_topics = false).await;
+    node.server
+        .node()
+        .create_topic("t", 1, Default::default())
+        .await
+        .unwrap();
+    let node = tokio::task::spawn_blocking(move || {
+        let mut raw = Raw::connect(&node);
+        assert_eq!(
+            produce(&mut raw, "t", batch(3).freeze()),
+            0,
+            "a good batch is accepted"
+        );
+
+        let mut bad_crc = batch(2);
+        let last = bad_crc.len() - 1;
+        bad_crc[last] ^= 0xff;
+        assert_eq!(
+            produce(&mut raw, "t", bad_crc.freeze()),
+            2,
+            "CORRUPT_MESSAGE"
+        );
+
+        let mut old_magic = batch(2);
+        old_magic[16] = 1;
+        assert_eq!(
+            produce(&mut raw, "t", old_magic.freeze()),
+            43,
+            "UNSUPPORTED_FOR_MESSAGE_FORMAT"
+        );
+
+        let truncated = batch(2).freeze().slice(..30);
+        assert_eq!(produce(&mut raw, "t", truncated), 2, "CORRUPT_MESSAGE");
+
+        let big = {
+            let records: Vec<Record> = vec![Record {
+                transactional: false,
+                control: false,
+                partition_leader_epoch: -1,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: 0,
+                sequence: -1,
+                timestamp: 0,
+                key: None,
+                value: Some(Bytes::from(vec![7u8; 2 << 20])),
+                headers: Default::default(),
+                delete_horizon: false,
+            }];
+            let mut buf = BytesMut::new();
+            RecordBatchEncoder::encode(
+                &mut buf,
+                &records,
+                &RecordEncodeOptions {
+                    version: 2,
+                    compression: Compression::None,
+                },
+            )
+            .unwrap();
+            buf.freeze()
+        };
+        assert_eq!(produce(&mut raw, "t", big), 10, "MESSAGE_TOO_LARGE");
+
+        assert_eq!(
+            produce(&mut raw, "missing", batch(1).freeze()),
+            3,
+            "UNKNOWN_TOPIC_OR_PARTITION"
+        );
+
+        // Metadata does not create the topic when auto-creation is off.
+        let request = MetadataRequest::default().with_topics(Some(vec![
+            MetadataRequestTopic::default()
+                .with_name(Some(TopicName(StrBytes::from_static_str("missing")))),
+        ]));
+        let mut response = raw.request(ApiKey::Metadata, 12, &request).unwrap();
+        let metadata = MetadataResponse::decode(&mut response, 12).unwrap();
+        assert_eq!(metadata.topics[0].error_code, 3);
+        node
+    })
+    .await
+    .unwrap();
+    // Only the good batch is in the partition.
+    let topic = node.server.node().topic("t").unwrap();
+    let partition = node.server.node().partition(&topic, 0).unwrap();
+    assert_eq!(partition.stream.high_watermark().get(), 3);
+    assert!(node.server.node().topic("missing").is_none());
+    node.server.shutdown().await.unwrap();
+}
