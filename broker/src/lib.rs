@@ -15,6 +15,7 @@ mod connection;
 mod error;
 pub mod node;
 pub mod server;
+pub mod topic_config;
 
 pub use config::ServeConfig;
 pub use server::Server;

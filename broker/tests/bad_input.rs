@@ -4,9 +4,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::time::Duration;
+use std::io::Write;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
@@ -15,80 +13,12 @@ use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, MetadataResponse,
     ProduceRequest, ProduceResponse, RequestHeader, TopicName,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 
-use common::InProcess;
-
-struct Raw {
-    stream: TcpStream,
-    correlation: i32,
-}
-
-impl Raw {
-    fn connect(node: &InProcess) -> Raw {
-        let stream = TcpStream::connect(node.server.kafka_addr()).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        Raw {
-            stream,
-            correlation: 0,
-        }
-    }
-
-    fn send_frame(&mut self, body: &[u8]) {
-        let mut frame = Vec::with_capacity(4 + body.len());
-        frame.put_u32(u32::try_from(body.len()).unwrap());
-        frame.extend_from_slice(body);
-        self.stream.write_all(&frame).unwrap();
-    }
-
-    /// The next response frame, or `None` if the broker closed the connection.
-    fn read_frame(&mut self) -> Option<Bytes> {
-        let mut len = [0u8; 4];
-        if self.stream.read_exact(&mut len).is_err() {
-            return None;
-        }
-        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
-        self.stream.read_exact(&mut body).ok()?;
-        Some(Bytes::from(body))
-    }
-
-    fn request<R: Encodable + HeaderVersion>(
-        &mut self,
-        key: ApiKey,
-        version: i16,
-        request: &R,
-    ) -> Option<Bytes> {
-        self.correlation += 1;
-        let header = RequestHeader::default()
-            .with_request_api_key(key as i16)
-            .with_request_api_version(version)
-            .with_correlation_id(self.correlation)
-            .with_client_id(Some(StrBytes::from_static_str("bad-input-test")));
-        let mut body = BytesMut::new();
-        header
-            .encode(&mut body, R::header_version(version))
-            .unwrap();
-        request.encode(&mut body, version).unwrap();
-        self.send_frame(&body);
-        let mut response = self.read_frame()?;
-        let correlation = response.get_i32();
-        assert_eq!(correlation, self.correlation);
-        if key.response_header_version(version) >= 1 {
-            // Flexible response header: an empty tagged-field section.
-            assert_eq!(response.get_u8(), 0);
-        }
-        Some(response)
-    }
-
-    fn is_closed(&mut self) -> bool {
-        self.read_frame().is_none()
-    }
-}
+use common::{InProcess, Raw};
 
 /// The broker still answers a fresh connection.
 fn still_serving(node: &InProcess) {

@@ -188,6 +188,7 @@ impl StreamMetadata for Controller {
         let record = Kind::StreamOpened(StreamOpened {
             stream: stream.get(),
             epoch: epoch.get(),
+            start_offset: current.end_offset.get(),
         })
         .into();
         self.commit(&mut writer, vec![record])

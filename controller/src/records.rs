@@ -77,6 +77,9 @@ pub struct StreamOpened {
     /// Its new epoch.
     #[prost(uint64, tag = "2")]
     pub epoch: u64,
+    /// The stream's end offset when the epoch began: the first offset written under it.
+    #[prost(uint64, tag = "3")]
+    pub start_offset: u64,
 }
 
 /// Objects and the stream ranges they hold.

@@ -39,6 +39,8 @@ pub struct Stream {
     pub end: Offset,
     /// Where the committed data lives, in offset order.
     pub slices: Vec<ObjectSlice>,
+    /// Each epoch and the first offset written under it, oldest first (answers OffsetForLeaderEpoch).
+    pub epochs: Vec<(Epoch, Offset)>,
 }
 
 /// The whole cluster metadata.
@@ -104,8 +106,17 @@ impl State {
                 self.next_stream_id = self.next_stream_id.max(s.stream + 1);
             }
             Kind::StreamOpened(s) => {
-                if let Some(stream) = self.streams.get_mut(&StreamId(s.stream)) {
-                    stream.epoch = Epoch(s.epoch);
+                let (epoch, start) = (Epoch(s.epoch), Offset(s.start_offset));
+                // Epochs only grow (the controller bumps them); an older one changes nothing.
+                if let Some(stream) = self.streams.get_mut(&StreamId(s.stream))
+                    && (epoch > stream.epoch || stream.epochs.is_empty())
+                {
+                    stream.epoch = epoch;
+                    // An epoch under which nothing was written is superseded by the next one.
+                    while stream.epochs.last().is_some_and(|(_, at)| *at >= start) {
+                        stream.epochs.pop();
+                    }
+                    stream.epochs.push((epoch, start));
                 }
             }
             Kind::ObjectsCommitted(c) => self.apply_commit(c),
@@ -163,13 +174,17 @@ impl State {
         let mut ranges: BTreeMap<ObjectId, Vec<CommittedRange>> = BTreeMap::new();
         for (id, stream) in &self.streams {
             records.push(Kind::StreamCreated(StreamCreated { stream: id.get() }).into());
-            records.push(
-                Kind::StreamOpened(StreamOpened {
-                    stream: id.get(),
-                    epoch: stream.epoch.get(),
-                })
-                .into(),
-            );
+            for (epoch, start) in &stream.epochs {
+                records.push(
+                    Kind::StreamOpened(StreamOpened {
+                        stream: id.get(),
+                        epoch: epoch.get(),
+                        start_offset: start.get(),
+                    })
+                    .into(),
+                );
+            }
+
             for slice in &stream.slices {
                 ranges
                     .entry(slice.object.id)
@@ -204,6 +219,16 @@ impl State {
             start_offset: s.start,
             end_offset: s.end,
         })
+    }
+
+    /// For OffsetForLeaderEpoch: the largest epoch at or below `epoch` and the offset where it ended
+    /// (the start of the next epoch, or `None` for the current one, which ends at the log end).
+    /// `None` when the stream has no epoch at or below `epoch`.
+    pub fn epoch_end(&self, stream: StreamId, epoch: Epoch) -> Option<(Epoch, Option<Offset>)> {
+        let history = &self.streams.get(&stream)?.epochs;
+        let i = history.partition_point(|(e, _)| *e <= epoch);
+        let (found, _) = *history.get(i.checked_sub(1)?)?;
+        Some((found, history.get(i).map(|(_, start)| *start)))
     }
 
     /// The topic with this id.

@@ -4,9 +4,12 @@
 mod api_versions;
 mod create_topics;
 mod delete_topics;
+mod describe_cluster;
+mod describe_configs;
 mod fetch;
 mod list_offsets;
 mod metadata;
+mod offset_for_leader_epoch;
 mod produce;
 
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
@@ -28,6 +31,12 @@ pub(crate) fn supported() -> Vec<(ApiKey, VersionRange)> {
         (ApiKey::ApiVersions, ApiVersionsRequest::VERSIONS),
         (ApiKey::CreateTopics, CreateTopicsRequest::VERSIONS),
         (ApiKey::DeleteTopics, DeleteTopicsRequest::VERSIONS),
+        (
+            ApiKey::OffsetForLeaderEpoch,
+            OffsetForLeaderEpochRequest::VERSIONS,
+        ),
+        (ApiKey::DescribeConfigs, DescribeConfigsRequest::VERSIONS),
+        (ApiKey::DescribeCluster, DescribeClusterRequest::VERSIONS),
     ]
 }
 
@@ -66,6 +75,15 @@ pub(crate) async fn handle(
             ResponseKind::Produce(response)
         }
         RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(node, r, version).await),
+        RequestKind::OffsetForLeaderEpoch(r) => {
+            ResponseKind::OffsetForLeaderEpoch(offset_for_leader_epoch::handle(node, r))
+        }
+        RequestKind::DescribeConfigs(r) => {
+            ResponseKind::DescribeConfigs(describe_configs::handle(node, r, version))
+        }
+        RequestKind::DescribeCluster(r) => {
+            ResponseKind::DescribeCluster(describe_cluster::handle(node, r))
+        }
         RequestKind::ListOffsets(r) => {
             ResponseKind::ListOffsets(list_offsets::handle(node, r, version).await)
         }

@@ -7,6 +7,12 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader};
+use kafka_protocol::protocol::{Encodable, HeaderVersion, StrBytes};
 use weir_broker::{ServeConfig, Server};
 
 /// A node served in this process.
@@ -129,5 +135,78 @@ impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A raw Kafka protocol connection, for requests no client library sends.
+pub struct Raw {
+    pub stream: TcpStream,
+    pub correlation: i32,
+}
+
+impl Raw {
+    pub fn connect(node: &InProcess) -> Raw {
+        Self::connect_to(node.server.kafka_addr())
+    }
+
+    pub fn connect_to(addr: SocketAddr) -> Raw {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        Raw {
+            stream,
+            correlation: 0,
+        }
+    }
+
+    pub fn send_frame(&mut self, body: &[u8]) {
+        let mut frame = Vec::with_capacity(4 + body.len());
+        frame.put_u32(u32::try_from(body.len()).unwrap());
+        frame.extend_from_slice(body);
+        self.stream.write_all(&frame).unwrap();
+    }
+
+    /// The next response frame, or `None` if the broker closed the connection.
+    pub fn read_frame(&mut self) -> Option<Bytes> {
+        let mut len = [0u8; 4];
+        if self.stream.read_exact(&mut len).is_err() {
+            return None;
+        }
+        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+        self.stream.read_exact(&mut body).ok()?;
+        Some(Bytes::from(body))
+    }
+
+    pub fn request<R: Encodable + HeaderVersion>(
+        &mut self,
+        key: ApiKey,
+        version: i16,
+        request: &R,
+    ) -> Option<Bytes> {
+        self.correlation += 1;
+        let header = RequestHeader::default()
+            .with_request_api_key(key as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation)
+            .with_client_id(Some(StrBytes::from_static_str("bad-input-test")));
+        let mut body = BytesMut::new();
+        header
+            .encode(&mut body, R::header_version(version))
+            .unwrap();
+        request.encode(&mut body, version).unwrap();
+        self.send_frame(&body);
+        let mut response = self.read_frame()?;
+        let correlation = response.get_i32();
+        assert_eq!(correlation, self.correlation);
+        if key.response_header_version(version) >= 1 {
+            // Flexible response header: an empty tagged-field section.
+            assert_eq!(response.get_u8(), 0);
+        }
+        Some(response)
+    }
+
+    pub fn is_closed(&mut self) -> bool {
+        self.read_frame().is_none()
     }
 }

@@ -68,6 +68,7 @@ fn commits_extend_streams_in_offset_order() {
         &Kind::StreamOpened(StreamOpened {
             stream: 0,
             epoch: 1,
+            start_offset: 0,
         })
         .into(),
     );
@@ -96,6 +97,7 @@ fn records_of_deleted_streams_are_ignored() {
         &Kind::StreamOpened(StreamOpened {
             stream: 42,
             epoch: 9,
+            start_offset: 0,
         })
         .into(),
     );
@@ -112,11 +114,14 @@ fn record_strategy() -> impl Strategy<Value = Record> {
             name: format!("topic-{t}")
         })
         .into()),
-        (0u64..60, 1u64..5).prop_map(|(stream, epoch)| Kind::StreamOpened(StreamOpened {
-            stream,
-            epoch
-        })
-        .into()),
+        (0u64..60, 1u64..5, 0u64..100).prop_map(|(stream, epoch, start_offset)| {
+            Kind::StreamOpened(StreamOpened {
+                stream,
+                epoch,
+                start_offset,
+            })
+            .into()
+        }),
         (0u64..100, 0u64..60, 0u64..50, 1u64..50)
             .prop_map(|(id, stream, start, len)| commit(id, &[(stream, start, start + len)])),
         (100u64..200).prop_map(|stream| Kind::StreamCreated(StreamCreated { stream }).into()),
@@ -154,4 +159,39 @@ proptest! {
         }
         prop_assert_eq!(a, b);
     }
+}
+
+#[test]
+fn epoch_history_answers_offset_for_leader_epoch() {
+    let mut s = State::default();
+    s.apply(&topic("t", &[0]));
+    let open = |epoch, start_offset| -> Record {
+        Kind::StreamOpened(StreamOpened {
+            stream: 0,
+            epoch,
+            start_offset,
+        })
+        .into()
+    };
+    s.apply(&open(1, 0));
+    s.apply(&open(2, 10));
+    s.apply(&open(3, 10)); // nothing written under epoch 2
+    s.apply(&open(4, 25));
+    let id = StreamId(0);
+    assert_eq!(s.epoch_end(id, Epoch(0)), None);
+    assert_eq!(
+        s.epoch_end(id, Epoch(1)),
+        Some((Epoch(1), Some(Offset(10))))
+    );
+    assert_eq!(
+        s.epoch_end(id, Epoch(2)),
+        Some((Epoch(1), Some(Offset(10)))),
+        "epoch 2 left no trace"
+    );
+    assert_eq!(
+        s.epoch_end(id, Epoch(3)),
+        Some((Epoch(3), Some(Offset(25))))
+    );
+    assert_eq!(s.epoch_end(id, Epoch(4)), Some((Epoch(4), None)));
+    assert_eq!(s.epoch_end(id, Epoch(9)), Some((Epoch(4), None)));
 }

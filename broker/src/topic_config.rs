@@ -1,0 +1,122 @@
+//! The topic configs Weir knows, with Kafka's names and defaults, for DescribeConfigs (and later
+//! AlterConfigs). A topic stores only the configs set explicitly; the rest come from here.
+
+/// Kafka's config types, as DescribeConfigs v3+ reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigType {
+    /// true/false.
+    Boolean = 1,
+    /// Free text.
+    String = 2,
+    /// 32-bit integer.
+    Int = 3,
+    /// 16-bit integer.
+    Short = 4,
+    /// 64-bit integer.
+    Long = 5,
+    /// Comma-separated list.
+    List = 7,
+}
+
+/// One known topic config.
+#[derive(Debug, Clone, Copy)]
+pub struct TopicConfig {
+    /// Kafka's name.
+    pub name: &'static str,
+    /// Kafka's default.
+    pub default: &'static str,
+    /// Its type.
+    pub kind: ConfigType,
+    /// What it does.
+    pub doc: &'static str,
+}
+
+/// Every topic config Weir reports, in Kafka's spelling.
+pub const TOPIC_CONFIGS: &[TopicConfig] = &[
+    TopicConfig {
+        name: "cleanup.policy",
+        default: "delete",
+        kind: ConfigType::List,
+        doc: "delete or compact",
+    },
+    TopicConfig {
+        name: "compression.type",
+        default: "producer",
+        kind: ConfigType::String,
+        doc: "batches are stored as the producer compressed them",
+    },
+    TopicConfig {
+        name: "max.message.bytes",
+        default: "1048588",
+        kind: ConfigType::Int,
+        doc: "largest record batch accepted",
+    },
+    TopicConfig {
+        name: "message.timestamp.type",
+        default: "CreateTime",
+        kind: ConfigType::String,
+        doc: "CreateTime or LogAppendTime",
+    },
+    TopicConfig {
+        name: "min.insync.replicas",
+        default: "1",
+        kind: ConfigType::Int,
+        doc: "durability comes from storage; kept for clients",
+    },
+    TopicConfig {
+        name: "retention.bytes",
+        default: "-1",
+        kind: ConfigType::Long,
+        doc: "bytes kept per partition (-1: no limit)",
+    },
+    TopicConfig {
+        name: "retention.ms",
+        default: "604800000",
+        kind: ConfigType::Long,
+        doc: "how long records are kept (-1: forever)",
+    },
+    TopicConfig {
+        name: "segment.bytes",
+        default: "1073741824",
+        kind: ConfigType::Int,
+        doc: "accepted for compatibility; objects are sized by the uploader",
+    },
+];
+
+/// The broker configs Weir reports, from the running settings: `(name, value, type)`.
+pub fn broker_configs(config: &crate::ServeConfig) -> Vec<(&'static str, String, ConfigType)> {
+    vec![
+        ("broker.id", config.node_id.to_string(), ConfigType::Int),
+        ("node.id", config.node_id.to_string(), ConfigType::Int),
+        (
+            "auto.create.topics.enable",
+            config.auto_create_topics.to_string(),
+            ConfigType::Boolean,
+        ),
+        (
+            "num.partitions",
+            config.default_partitions.to_string(),
+            ConfigType::Int,
+        ),
+        (
+            "message.max.bytes",
+            config.max_message_bytes.to_string(),
+            ConfigType::Int,
+        ),
+        (
+            "socket.request.max.bytes",
+            config.max_frame_bytes.to_string(),
+            ConfigType::Int,
+        ),
+        (
+            "default.replication.factor",
+            "1".to_string(),
+            ConfigType::Short,
+        ),
+        (
+            "log.retention.ms",
+            "604800000".to_string(),
+            ConfigType::Long,
+        ),
+    ]
+}
