@@ -169,3 +169,125 @@ async fn offset_for_leader_epoch_follows_the_epoch_history() {
     );
     server.shutdown().await.unwrap();
 }
+
+/// Requests sent back to back are answered in order; Produce with acks=0 gets no answer at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_are_answered_in_order_and_acks_0_is_silent() {
+    use bytes::{Buf, BufMut, BytesMut};
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{
+        ApiVersionsRequest, MetadataRequest, ProduceRequest, RequestHeader,
+    };
+    use kafka_protocol::protocol::{Encodable, HeaderVersion};
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+
+    fn frame<R: Encodable + HeaderVersion>(
+        key: ApiKey,
+        version: i16,
+        correlation: i32,
+        request: &R,
+    ) -> Vec<u8> {
+        let mut body = BytesMut::new();
+        RequestHeader::default()
+            .with_request_api_key(key as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(correlation)
+            .encode(&mut body, R::header_version(version))
+            .unwrap();
+        request.encode(&mut body, version).unwrap();
+        let mut out = Vec::new();
+        out.put_u32(u32::try_from(body.len()).unwrap());
+        out.extend_from_slice(&body);
+        out
+    }
+
+    let node = InProcess::start().await;
+    node.server
+        .node()
+        .create_topic("quiet", 1, BTreeMap::new())
+        .await
+        .unwrap();
+    let record = Record {
+        transactional: false,
+        control: false,
+        partition_leader_epoch: -1,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: -1,
+        timestamp: 0,
+        key: None,
+        value: Some(bytes::Bytes::from_static(b"fire and forget")),
+        headers: Default::default(),
+        delete_horizon: false,
+    };
+    let mut batch = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut batch,
+        &[record],
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .unwrap();
+    let produce = ProduceRequest::default()
+        .with_acks(0)
+        .with_timeout_ms(1000)
+        .with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_static_str("quiet")))
+                .with_partition_data(vec![
+                    PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(batch.freeze())),
+                ]),
+        ]);
+    let node = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut raw = Raw::connect(&node);
+        let mut all = Vec::new();
+        all.extend(frame(
+            ApiKey::ApiVersions,
+            3,
+            1,
+            &ApiVersionsRequest::default(),
+        ));
+        all.extend(frame(ApiKey::Produce, 9, 2, &produce));
+        all.extend(frame(
+            ApiKey::Metadata,
+            12,
+            3,
+            &MetadataRequest::default().with_topics(None),
+        ));
+        all.extend(frame(
+            ApiKey::ApiVersions,
+            3,
+            4,
+            &ApiVersionsRequest::default(),
+        ));
+        raw.stream.write_all(&all).unwrap();
+        let ids: Vec<i32> = (0..3)
+            .map(|_| raw.read_frame().unwrap().get_i32())
+            .collect();
+        assert_eq!(
+            ids,
+            vec![1, 3, 4],
+            "in order, and nothing for the acks=0 produce"
+        );
+        node
+    })
+    .await
+    .unwrap();
+    let topic = node.server.node().topic("quiet").unwrap();
+    let partition = node.server.node().partition(&topic, 0).unwrap();
+    assert_eq!(
+        partition.stream.high_watermark().get(),
+        1,
+        "the acks=0 record was appended"
+    );
+    node.server.shutdown().await.unwrap();
+}
