@@ -65,9 +65,51 @@ impl Default for ServeConfig {
 impl ServeConfig {
     /// Reads a TOML file; errors name the file and the offending key.
     pub fn from_file(path: &Path) -> anyhow::Result<ServeConfig> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
-        toml::from_str(&text).map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))
+        Self::load(Some(path), std::iter::empty())
+    }
+
+    /// The settings from an optional TOML file, overridden by environment variables: `WEIR_<KEY>` for
+    /// a top-level key, `WEIR_<SECTION>__<KEY>` inside a section (`WEIR_STORAGE__UPLOAD_MAX_BYTES`).
+    /// Values are read as TOML (numbers, booleans), else as strings. Variables that name no setting
+    /// are ignored with a warning, since `WEIR_` is also used by tools around Weir.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<ServeConfig> {
+        let mut table = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    anyhow::anyhow!("cannot read config file {}: {e}", path.display())
+                })?;
+                toml::from_str::<toml::Table>(&text)
+                    .map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?
+            }
+            None => toml::Table::new(),
+        };
+        let known = toml::Table::try_from(ServeConfig::default())?;
+        for (var, value) in env {
+            let Some(name) = var.strip_prefix("WEIR_") else {
+                continue;
+            };
+            let keys: Vec<String> = name
+                .to_lowercase()
+                .split("__")
+                .map(str::to_string)
+                .collect();
+            if !is_known(&known, &keys) {
+                if name != "CONFIG" {
+                    tracing::warn!(variable = %var, "environment variable names no setting; ignored");
+                }
+                continue;
+            }
+            set(&mut table, &keys, parse_value(&value));
+        }
+        let source = path.map_or("settings".to_string(), |p| {
+            format!("config file {}", p.display())
+        });
+        table
+            .try_into()
+            .map_err(|e| anyhow::anyhow!("{source} (with WEIR_* overrides): {e}"))
     }
 
     /// The advertised `(host, port)`.
@@ -96,5 +138,96 @@ impl ServeConfig {
             );
         }
         Ok(())
+    }
+}
+
+fn is_known(known: &toml::Table, keys: &[String]) -> bool {
+    match keys {
+        [] => false,
+        [key] => known.contains_key(key) || key == "advertised_listener",
+        [section, rest @ ..] => match known.get(section) {
+            Some(toml::Value::Table(inner)) => is_known(inner, rest),
+            _ => false,
+        },
+    }
+}
+
+fn set(table: &mut toml::Table, keys: &[String], value: toml::Value) {
+    match keys {
+        [] => {}
+        [key] => {
+            table.insert(key.clone(), value);
+        }
+        [section, rest @ ..] => {
+            let entry = table
+                .entry(section.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if let toml::Value::Table(inner) = entry {
+                set(inner, rest, value);
+            }
+        }
+    }
+}
+
+/// A TOML value when the text is one (`42`, `true`), else the text as a string.
+fn parse_value(text: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {text}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(text.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn environment_overrides_file_and_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weir.toml");
+        std::fs::write(
+            &path,
+            "default_partitions = 3\n[storage]\nupload_interval_ms = 500\n",
+        )
+        .unwrap();
+        let config = ServeConfig::load(
+            Some(&path),
+            env(&[
+                ("WEIR_DEFAULT_PARTITIONS", "8"),
+                ("WEIR_AUTO_CREATE_TOPICS", "false"),
+                ("WEIR_STORAGE__UPLOAD_MAX_BYTES", "33554432"),
+                ("WEIR_DATA_DIR", "/var/lib/weir"),
+                ("WEIR_TEST_SOMETHING", "1"),
+                ("PATH", "/bin"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.default_partitions, 8);
+        assert!(!config.auto_create_topics);
+        assert_eq!(config.storage.upload_max_bytes, 32 << 20);
+        assert_eq!(config.storage.upload_interval_ms, 500);
+        assert_eq!(config.data_dir, PathBuf::from("/var/lib/weir"));
+    }
+
+    #[test]
+    fn a_bad_setting_names_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weir.toml");
+        std::fs::write(&path, "[storage]\nupload_max_byte = 1\n").unwrap();
+        let err = ServeConfig::load(Some(&path), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("upload_max_byte"), "{err}");
+        let err = ServeConfig::load(None, env(&[("WEIR_MAX_CONNECTIONS", "lots")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_connections"), "{err}");
     }
 }

@@ -37,17 +37,14 @@ struct ServeArgs {
     /// Address clients should connect to, host:port [default: the listen address]
     #[arg(long, env = "WEIR_ADVERTISED_LISTENER")]
     advertised_listener: Option<String>,
-    /// TOML config file; flags and WEIR_* variables override it
+    /// TOML config file; WEIR_<KEY> (and WEIR_<SECTION>__<KEY>) variables, then flags, override it
     #[arg(long, env = "WEIR_CONFIG")]
     config: Option<PathBuf>,
 }
 
 impl ServeArgs {
     fn config(self) -> anyhow::Result<ServeConfig> {
-        let mut config = match &self.config {
-            Some(path) => ServeConfig::from_file(path)?,
-            None => ServeConfig::default(),
-        };
+        let mut config = ServeConfig::load(self.config.as_deref(), std::env::vars())?;
         if let Some(listen) = self.listen {
             config.listen = listen;
         }
