@@ -36,6 +36,11 @@ pub struct ServeConfig {
     pub max_in_flight_requests: u32,
     /// Largest record batch accepted (Kafka's `message.max.bytes`). Default 1 MiB + 12 bytes.
     pub max_message_bytes: u32,
+    /// Partitions of `__consumer_offsets`, fixed when it is first created. Default 50, as Kafka.
+    pub offsets_topic_partitions: u32,
+    /// How long a new consumer group waits for more members before its first assignment (Kafka's
+    /// `group.initial.rebalance.delay.ms`). Default 3000 ms.
+    pub group_initial_rebalance_delay_ms: u64,
     /// Storage settings.
     pub storage: StorageConfig,
     /// WAL settings.
@@ -56,6 +61,8 @@ impl Default for ServeConfig {
             max_connections: 10_000,
             max_in_flight_requests: 16,
             max_message_bytes: (1 << 20) + 12,
+            offsets_topic_partitions: 50,
+            group_initial_rebalance_delay_ms: 3000,
             storage: StorageConfig::default(),
             wal: FileWalConfig::default(),
         }

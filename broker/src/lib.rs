@@ -13,6 +13,7 @@ pub mod batch;
 pub mod config;
 mod connection;
 mod error;
+pub mod group;
 pub mod node;
 pub mod server;
 pub mod topic_config;

@@ -24,6 +24,8 @@ pub struct Node {
     open_lock: tokio::sync::Mutex<()>,
     /// The cluster id reported to clients.
     pub cluster_id: String,
+    /// Consumer groups and committed offsets.
+    pub groups: crate::group::Coordinator,
 }
 
 /// A partition resolved for a request.
@@ -43,12 +45,14 @@ impl Node {
         storage: Storage,
         cluster_id: String,
     ) -> Self {
+        let delay = std::time::Duration::from_millis(config.group_initial_rebalance_delay_ms);
         Self {
             config,
             controller,
             storage,
             open_lock: tokio::sync::Mutex::new(()),
             cluster_id,
+            groups: crate::group::Coordinator::new(delay),
         }
     }
 

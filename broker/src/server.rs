@@ -76,6 +76,16 @@ impl Server {
         }
         let node = Arc::new(Node::new(config.clone(), controller, storage, cluster_id));
         node.open_all().await?;
+        if node.topic(crate::group::OFFSETS_TOPIC).is_none() {
+            node.create_topic(
+                crate::group::OFFSETS_TOPIC,
+                node.config.offsets_topic_partitions,
+                Default::default(),
+            )
+            .await?;
+        }
+        let loaded = node.groups.load(&node).await?;
+        tracing::info!(offsets = loaded, "committed offsets loaded");
 
         let admin_listener = TcpListener::bind(config.admin_listen)
             .await

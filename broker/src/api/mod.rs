@@ -7,9 +7,11 @@ mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
 mod fetch;
+mod groups;
 mod list_offsets;
 mod metadata;
 mod offset_for_leader_epoch;
+mod offsets;
 mod produce;
 
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
@@ -37,6 +39,15 @@ pub(crate) fn supported() -> Vec<(ApiKey, VersionRange)> {
         ),
         (ApiKey::DescribeConfigs, DescribeConfigsRequest::VERSIONS),
         (ApiKey::DescribeCluster, DescribeClusterRequest::VERSIONS),
+        (ApiKey::FindCoordinator, FindCoordinatorRequest::VERSIONS),
+        (ApiKey::JoinGroup, JoinGroupRequest::VERSIONS),
+        (ApiKey::SyncGroup, SyncGroupRequest::VERSIONS),
+        (ApiKey::Heartbeat, HeartbeatRequest::VERSIONS),
+        (ApiKey::LeaveGroup, LeaveGroupRequest::VERSIONS),
+        (ApiKey::OffsetCommit, OffsetCommitRequest::VERSIONS),
+        (ApiKey::OffsetFetch, OffsetFetchRequest::VERSIONS),
+        (ApiKey::ListGroups, ListGroupsRequest::VERSIONS),
+        (ApiKey::DescribeGroups, DescribeGroupsRequest::VERSIONS),
     ]
 }
 
@@ -83,6 +94,27 @@ pub(crate) async fn handle(
         }
         RequestKind::DescribeCluster(r) => {
             ResponseKind::DescribeCluster(describe_cluster::handle(node, r))
+        }
+        RequestKind::FindCoordinator(r) => {
+            ResponseKind::FindCoordinator(groups::find_coordinator(node, r, version))
+        }
+        RequestKind::JoinGroup(r) => {
+            ResponseKind::JoinGroup(groups::join_group(node, header, r, version).await)
+        }
+        RequestKind::SyncGroup(r) => {
+            ResponseKind::SyncGroup(groups::sync_group(node, r, version).await)
+        }
+        RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(groups::heartbeat(node, r).await),
+        RequestKind::LeaveGroup(r) => {
+            ResponseKind::LeaveGroup(groups::leave_group(node, r, version).await)
+        }
+        RequestKind::ListGroups(r) => ResponseKind::ListGroups(groups::list_groups(node, r).await),
+        RequestKind::DescribeGroups(r) => {
+            ResponseKind::DescribeGroups(groups::describe_groups(node, r).await)
+        }
+        RequestKind::OffsetCommit(r) => ResponseKind::OffsetCommit(offsets::commit(node, r).await),
+        RequestKind::OffsetFetch(r) => {
+            ResponseKind::OffsetFetch(offsets::fetch(node, r, version).await)
         }
         RequestKind::ListOffsets(r) => {
             ResponseKind::ListOffsets(list_offsets::handle(node, r, version).await)

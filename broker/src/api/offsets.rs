@@ -1,0 +1,191 @@
+//! OffsetCommit and OffsetFetch (v8+ with several groups at once).
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+
+use crate::group::Committed;
+use crate::node::Node;
+
+pub(super) async fn commit(node: &Node, request: OffsetCommitRequest) -> OffsetCommitResponse {
+    let group = request.group_id.0.to_string();
+    let allowed = node
+        .groups
+        .check_commit(
+            &group,
+            request.generation_id_or_member_epoch,
+            &request.member_id,
+        )
+        .await;
+    let mut accepted = Vec::new();
+    let mut codes: Vec<(usize, i32, i16)> = Vec::new();
+    for (t, topic) in request.topics.iter().enumerate() {
+        let known = node.topic(&topic.name.0);
+        for p in &topic.partitions {
+            let exists = known.as_ref().is_some_and(|k| {
+                usize::try_from(p.partition_index).is_ok_and(|i| i < k.partitions.len())
+            });
+            let code = if allowed != 0 {
+                allowed
+            } else if !exists {
+                ResponseError::UnknownTopicOrPartition.code()
+            } else {
+                accepted.push((
+                    (topic.name.0.to_string(), p.partition_index),
+                    Committed {
+                        offset: p.committed_offset,
+                        leader_epoch: p.committed_leader_epoch,
+                        metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
+                    },
+                ));
+                0
+            };
+            codes.push((t, p.partition_index, code));
+        }
+    }
+    if let Err(code) = node.groups.commit(node, &group, accepted).await {
+        for c in codes.iter_mut().filter(|c| c.2 == 0) {
+            c.2 = code;
+        }
+    }
+    let topics = request
+        .topics
+        .iter()
+        .enumerate()
+        .map(|(t, topic)| {
+            OffsetCommitResponseTopic::default()
+                .with_name(topic.name.clone())
+                .with_partitions(
+                    codes
+                        .iter()
+                        .filter(|c| c.0 == t)
+                        .map(|c| {
+                            OffsetCommitResponsePartition::default()
+                                .with_partition_index(c.1)
+                                .with_error_code(c.2)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    OffsetCommitResponse::default().with_topics(topics)
+}
+
+/// One group's wanted partitions: `None` means all it has committed.
+type Wanted = Option<Vec<(String, Vec<i32>)>>;
+
+fn lookup(
+    node: &Node,
+    group: &str,
+    wanted: Wanted,
+) -> Vec<(String, Vec<(i32, Option<Committed>)>)> {
+    let committed = node.groups.committed(group);
+    match wanted {
+        Some(topics) => topics
+            .into_iter()
+            .map(|(topic, partitions)| {
+                let found = partitions
+                    .into_iter()
+                    .map(|p| (p, committed.get(&(topic.clone(), p)).cloned()))
+                    .collect();
+                (topic, found)
+            })
+            .collect(),
+        None => {
+            let mut by_topic: Vec<(String, Vec<(i32, Option<Committed>)>)> = Vec::new();
+            for ((topic, p), c) in committed {
+                match by_topic.last_mut() {
+                    Some((t, list)) if *t == topic => list.push((p, Some(c))),
+                    _ => by_topic.push((topic, vec![(p, Some(c))])),
+                }
+            }
+            by_topic
+        }
+    }
+}
+
+pub(super) async fn fetch(
+    node: &Node,
+    request: OffsetFetchRequest,
+    version: i16,
+) -> OffsetFetchResponse {
+    let s = |t: &str| StrBytes::from_string(t.to_string());
+    if version < 8 {
+        let wanted = request.topics.map(|ts| {
+            ts.into_iter()
+                .map(|t| (t.name.0.to_string(), t.partition_indexes))
+                .collect()
+        });
+        let topics = lookup(node, &request.group_id.0, wanted)
+            .into_iter()
+            .map(|(topic, partitions)| {
+                OffsetFetchResponseTopic::default()
+                    .with_name(TopicName(s(&topic)))
+                    .with_partitions(
+                        partitions
+                            .into_iter()
+                            .map(|(p, c)| {
+                                let c = c.unwrap_or(Committed {
+                                    offset: -1,
+                                    leader_epoch: -1,
+                                    metadata: None,
+                                });
+                                OffsetFetchResponsePartition::default()
+                                    .with_partition_index(p)
+                                    .with_committed_offset(c.offset)
+                                    .with_committed_leader_epoch(c.leader_epoch)
+                                    .with_metadata(Some(s(c.metadata.as_deref().unwrap_or(""))))
+                            })
+                            .collect(),
+                    )
+            })
+            .collect();
+        return OffsetFetchResponse::default().with_topics(topics);
+    }
+    let groups = request
+        .groups
+        .into_iter()
+        .map(|g| {
+            let wanted = g.topics.map(|ts| {
+                ts.into_iter()
+                    .map(|t| (t.name.0.to_string(), t.partition_indexes))
+                    .collect()
+            });
+            let topics = lookup(node, &g.group_id.0, wanted)
+                .into_iter()
+                .map(|(topic, partitions)| {
+                    OffsetFetchResponseTopics::default()
+                        .with_name(TopicName(s(&topic)))
+                        .with_partitions(
+                            partitions
+                                .into_iter()
+                                .map(|(p, c)| {
+                                    let c = c.unwrap_or(Committed {
+                                        offset: -1,
+                                        leader_epoch: -1,
+                                        metadata: None,
+                                    });
+                                    OffsetFetchResponsePartitions::default()
+                                        .with_partition_index(p)
+                                        .with_committed_offset(c.offset)
+                                        .with_committed_leader_epoch(c.leader_epoch)
+                                        .with_metadata(Some(s(c.metadata.as_deref().unwrap_or(""))))
+                                })
+                                .collect(),
+                        )
+                })
+                .collect();
+            OffsetFetchResponseGroup::default()
+                .with_group_id(g.group_id)
+                .with_topics(topics)
+        })
+        .collect();
+    OffsetFetchResponse::default().with_groups(groups)
+}
