@@ -47,6 +47,8 @@ pub fn config(dir: &Path, tweak: impl FnOnce(&mut ServeConfig)) -> ServeConfig {
     };
     config.wal.segment_bytes = 8 << 20;
     config.wal.max_record_bytes = 4 << 20;
+    config.group_initial_rebalance_delay_ms = 0;
+    config.offsets_topic_partitions = 8;
     tweak(&mut config);
     config
 }
