@@ -1,0 +1,154 @@
+//! Group requests Kafka refuses get Kafka's error codes: unknown members, stale generations,
+//! commits for partitions that do not exist, members with no protocol in common.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use bytes::Bytes;
+use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, StrBytes};
+
+use common::{InProcess, Raw};
+
+fn s(t: &str) -> StrBytes {
+    StrBytes::from_string(t.to_string())
+}
+
+fn join(raw: &mut Raw, member: &str, protocol: &str) -> JoinGroupResponse {
+    let request = JoinGroupRequest::default()
+        .with_group_id(GroupId(s("g")))
+        .with_session_timeout_ms(10_000)
+        .with_rebalance_timeout_ms(10_000)
+        .with_member_id(s(member))
+        .with_protocol_type(s("consumer"))
+        .with_protocols(vec![
+            JoinGroupRequestProtocol::default()
+                .with_name(s(protocol))
+                .with_metadata(Bytes::from_static(b"m")),
+        ]);
+    let mut r = raw.request(ApiKey::JoinGroup, 5, &request).unwrap();
+    JoinGroupResponse::decode(&mut r, 5).unwrap()
+}
+
+fn heartbeat(raw: &mut Raw, member: &str, generation: i32) -> i16 {
+    let request = HeartbeatRequest::default()
+        .with_group_id(GroupId(s("g")))
+        .with_generation_id(generation)
+        .with_member_id(s(member));
+    let mut r = raw.request(ApiKey::Heartbeat, 3, &request).unwrap();
+    HeartbeatResponse::decode(&mut r, 3).unwrap().error_code
+}
+
+fn commit(raw: &mut Raw, member: &str, generation: i32, topic: &str, partition: i32) -> i16 {
+    let request = OffsetCommitRequest::default()
+        .with_group_id(GroupId(s("g")))
+        .with_generation_id_or_member_epoch(generation)
+        .with_member_id(s(member))
+        .with_topics(vec![
+            OffsetCommitRequestTopic::default()
+                .with_name(TopicName(s(topic)))
+                .with_partitions(vec![
+                    OffsetCommitRequestPartition::default()
+                        .with_partition_index(partition)
+                        .with_committed_offset(1),
+                ]),
+        ]);
+    let mut r = raw.request(ApiKey::OffsetCommit, 8, &request).unwrap();
+    OffsetCommitResponse::decode(&mut r, 8).unwrap().topics[0].partitions[0].error_code
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_group_requests_get_kafka_error_codes() {
+    let node = InProcess::start().await;
+    node.server
+        .node()
+        .create_topic("t", 2, Default::default())
+        .await
+        .unwrap();
+    let node = tokio::task::spawn_blocking(move || {
+        let mut raw = Raw::connect(&node);
+        // A new member first learns its id (KIP-394), then joins with it.
+        let first = join(&mut raw, "", "range");
+        assert_eq!(first.error_code, 79, "MEMBER_ID_REQUIRED");
+        let member = first.member_id.to_string();
+        let joined = join(&mut raw, &member, "range");
+        assert_eq!(joined.error_code, 0);
+        let generation = joined.generation_id;
+        let sync = SyncGroupRequest::default()
+            .with_group_id(GroupId(s("g")))
+            .with_generation_id(generation)
+            .with_member_id(s(&member))
+            .with_assignments(vec![]);
+        let mut r = raw.request(ApiKey::SyncGroup, 3, &sync).unwrap();
+        assert_eq!(SyncGroupResponse::decode(&mut r, 3).unwrap().error_code, 0);
+
+        assert_eq!(heartbeat(&mut raw, &member, generation), 0);
+        assert_eq!(
+            heartbeat(&mut raw, "stranger", generation),
+            25,
+            "UNKNOWN_MEMBER_ID"
+        );
+        assert_eq!(
+            heartbeat(&mut raw, &member, generation - 1),
+            22,
+            "ILLEGAL_GENERATION"
+        );
+        assert_eq!(
+            join(&mut raw, "stranger", "range").error_code,
+            25,
+            "UNKNOWN_MEMBER_ID on join"
+        );
+        assert_eq!(
+            join(&mut raw, "", "roundrobin").error_code,
+            23,
+            "INCONSISTENT_GROUP_PROTOCOL"
+        );
+
+        assert_eq!(commit(&mut raw, &member, generation, "t", 1), 0);
+        assert_eq!(
+            commit(&mut raw, &member, generation, "t", 7),
+            3,
+            "UNKNOWN_TOPIC_OR_PARTITION"
+        );
+        assert_eq!(
+            commit(&mut raw, &member, generation, "nope", 0),
+            3,
+            "UNKNOWN_TOPIC_OR_PARTITION"
+        );
+        assert_eq!(
+            commit(&mut raw, &member, generation + 5, "t", 0),
+            22,
+            "ILLEGAL_GENERATION"
+        );
+        assert_eq!(
+            commit(&mut raw, "", -1, "t", 0),
+            25,
+            "a simple commit into a live group"
+        );
+
+        // The good commit is there; the refused ones changed nothing.
+        let fetch = OffsetFetchRequest::default()
+            .with_group_id(GroupId(s("g")))
+            .with_topics(None);
+        let mut r = raw.request(ApiKey::OffsetFetch, 7, &fetch).unwrap();
+        let fetched = OffsetFetchResponse::decode(&mut r, 7).unwrap();
+        let offsets: Vec<(String, i32, i64)> = fetched
+            .topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .map(|p| (t.name.to_string(), p.partition_index, p.committed_offset))
+            })
+            .collect();
+        assert_eq!(offsets, vec![("t".to_string(), 1, 1)]);
+        node
+    })
+    .await
+    .unwrap();
+    node.server.shutdown().await.unwrap();
+}
