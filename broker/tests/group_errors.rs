@@ -146,6 +146,53 @@ async fn refused_group_requests_get_kafka_error_codes() {
             })
             .collect();
         assert_eq!(offsets, vec![("t".to_string(), 1, 1)]);
+
+        // A group with members cannot be deleted; an unknown one is not found.
+        let delete = |raw: &mut Raw, group: &str| {
+            let request = DeleteGroupsRequest::default().with_groups_names(vec![GroupId(s(group))]);
+            let mut r = raw.request(ApiKey::DeleteGroups, 2, &request).unwrap();
+            DeleteGroupsResponse::decode(&mut r, 2).unwrap().results[0].error_code
+        };
+        assert_eq!(delete(&mut raw, "g"), 68, "NON_EMPTY_GROUP");
+        assert_eq!(delete(&mut raw, "nobody"), 69, "GROUP_ID_NOT_FOUND");
+        let leave = LeaveGroupRequest::default()
+            .with_group_id(GroupId(s("g")))
+            .with_member_id(s(&member));
+        let mut r = raw.request(ApiKey::LeaveGroup, 2, &leave).unwrap();
+        assert_eq!(LeaveGroupResponse::decode(&mut r, 2).unwrap().error_code, 0);
+        // Empty now: its offsets can be deleted, then the group itself.
+        use kafka_protocol::messages::offset_delete_request::{
+            OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+        };
+        let offset_delete = OffsetDeleteRequest::default()
+            .with_group_id(GroupId(s("g")))
+            .with_topics(vec![
+                OffsetDeleteRequestTopic::default()
+                    .with_name(TopicName(s("t")))
+                    .with_partitions(vec![
+                        OffsetDeleteRequestPartition::default().with_partition_index(1),
+                    ]),
+            ]);
+        let mut r = raw
+            .request(ApiKey::OffsetDelete, 0, &offset_delete)
+            .unwrap();
+        let deleted = OffsetDeleteResponse::decode(&mut r, 0).unwrap();
+        assert_eq!(
+            (
+                deleted.error_code,
+                deleted.topics[0].partitions[0].error_code
+            ),
+            (0, 0)
+        );
+        let mut r = raw.request(ApiKey::OffsetFetch, 7, &fetch).unwrap();
+        assert!(
+            OffsetFetchResponse::decode(&mut r, 7)
+                .unwrap()
+                .topics
+                .is_empty(),
+            "offset deleted"
+        );
+        assert_eq!(delete(&mut raw, "g"), 0);
         node
     })
     .await

@@ -272,3 +272,83 @@ pub(super) async fn describe_groups(
     }
     DescribeGroupsResponse::default().with_groups(groups)
 }
+
+pub(super) async fn delete_groups(
+    node: &Node,
+    request: DeleteGroupsRequest,
+) -> DeleteGroupsResponse {
+    use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+    let mut results = Vec::with_capacity(request.groups_names.len());
+    for id in request.groups_names {
+        let code = node.groups.delete_group(node, &id.0).await;
+        results.push(
+            DeletableGroupResult::default()
+                .with_group_id(id)
+                .with_error_code(code),
+        );
+    }
+    DeleteGroupsResponse::default().with_results(results)
+}
+
+/// OffsetDelete. Simplification: a group with members refuses for every partition
+/// (GROUP_SUBSCRIBED_TO_TOPIC), where Kafka refuses only the topics the members subscribe to.
+pub(super) async fn offset_delete(
+    node: &Node,
+    request: OffsetDeleteRequest,
+) -> OffsetDeleteResponse {
+    use kafka_protocol::messages::offset_delete_response::{
+        OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+    };
+    let group = request.group_id.0.to_string();
+    if !node.groups.exists(&group) {
+        return OffsetDeleteResponse::default()
+            .with_error_code(ResponseError::GroupIdNotFound.code());
+    }
+    let busy = node
+        .groups
+        .describe(&group)
+        .await
+        .is_some_and(|v| !v.members.is_empty());
+    let code = if busy {
+        ResponseError::GroupSubscribedToTopic.code()
+    } else {
+        0
+    };
+    let partitions: Vec<(String, i32)> = request
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(|p| (t.name.0.to_string(), p.partition_index))
+        })
+        .collect();
+    let code = if code == 0 {
+        node.groups
+            .delete_offsets(node, &group, partitions)
+            .await
+            .err()
+            .unwrap_or(0)
+    } else {
+        code
+    };
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|t| {
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    OffsetDeleteResponsePartition::default()
+                        .with_partition_index(p.partition_index)
+                        .with_error_code(code)
+                })
+                .collect();
+            OffsetDeleteResponseTopic::default()
+                .with_name(t.name)
+                .with_partitions(partitions)
+        })
+        .collect();
+    OffsetDeleteResponse::default().with_topics(topics)
+}

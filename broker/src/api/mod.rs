@@ -48,6 +48,8 @@ pub(crate) fn supported() -> Vec<(ApiKey, VersionRange)> {
         (ApiKey::OffsetFetch, OffsetFetchRequest::VERSIONS),
         (ApiKey::ListGroups, ListGroupsRequest::VERSIONS),
         (ApiKey::DescribeGroups, DescribeGroupsRequest::VERSIONS),
+        (ApiKey::DeleteGroups, DeleteGroupsRequest::VERSIONS),
+        (ApiKey::OffsetDelete, OffsetDeleteRequest::VERSIONS),
     ]
 }
 
@@ -111,6 +113,12 @@ pub(crate) async fn handle(
         RequestKind::ListGroups(r) => ResponseKind::ListGroups(groups::list_groups(node, r).await),
         RequestKind::DescribeGroups(r) => {
             ResponseKind::DescribeGroups(groups::describe_groups(node, r).await)
+        }
+        RequestKind::DeleteGroups(r) => {
+            ResponseKind::DeleteGroups(groups::delete_groups(node, r).await)
+        }
+        RequestKind::OffsetDelete(r) => {
+            ResponseKind::OffsetDelete(groups::offset_delete(node, r).await)
         }
         RequestKind::OffsetCommit(r) => ResponseKind::OffsetCommit(offsets::commit(node, r).await),
         RequestKind::OffsetFetch(r) => {

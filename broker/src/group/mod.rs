@@ -174,7 +174,57 @@ impl Coordinator {
         group: &str,
         offsets: Vec<((String, i32), Committed)>,
     ) -> Result<(), i16> {
-        if offsets.is_empty() {
+        let entries = offsets.into_iter().map(|(tp, c)| (tp, Some(c))).collect();
+        self.write(node, group, entries).await
+    }
+
+    /// Deletes committed offsets (tombstones in `__consumer_offsets`).
+    pub async fn delete_offsets(
+        &self,
+        node: &Node,
+        group: &str,
+        partitions: Vec<(String, i32)>,
+    ) -> Result<(), i16> {
+        let entries = partitions.into_iter().map(|tp| (tp, None)).collect();
+        self.write(node, group, entries).await
+    }
+
+    /// Deletes a group with no members: its offsets and its actor. Kafka's error code if it cannot.
+    pub async fn delete_group(&self, node: &Node, group: &str) -> i16 {
+        use kafka_protocol::error::ResponseError;
+        if !self.exists(group) {
+            return ResponseError::GroupIdNotFound.code();
+        }
+        if self
+            .describe(group)
+            .await
+            .is_some_and(|v| !v.members.is_empty())
+        {
+            return ResponseError::NonEmptyGroup.code();
+        }
+        let partitions: Vec<(String, i32)> = self.committed(group).into_keys().collect();
+        if let Err(code) = self.delete_offsets(node, group, partitions).await {
+            return code;
+        }
+        self.offsets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(group);
+        // Dropping the only sender stops the group's task.
+        self.groups
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(group);
+        0
+    }
+
+    async fn write(
+        &self,
+        node: &Node,
+        group: &str,
+        entries: Vec<((String, i32), Option<Committed>)>,
+    ) -> Result<(), i16> {
+        if entries.is_empty() {
             return Ok(());
         }
         let topic = node
@@ -190,7 +240,7 @@ impl Coordinator {
                 .map_or(0, |d| d.as_millis()),
         )
         .unwrap_or(0);
-        let records: Vec<Record> = offsets
+        let records: Vec<Record> = entries
             .iter()
             .enumerate()
             .map(|(i, ((topic, p), c))| {
@@ -199,20 +249,20 @@ impl Coordinator {
                     topic: topic.clone(),
                     partition: *p,
                 };
-                let value = OffsetValue {
-                    offset: c.offset,
-                    leader_epoch: c.leader_epoch,
-                    metadata: c.metadata.clone(),
-                    commit_timestamp_ms: now,
-                };
+                let value = c.as_ref().map(|c| {
+                    Bytes::from(
+                        OffsetValue {
+                            offset: c.offset,
+                            leader_epoch: c.leader_epoch,
+                            metadata: c.metadata.clone(),
+                            commit_timestamp_ms: now,
+                        }
+                        .encode_to_vec(),
+                    )
+                });
                 let mut k = vec![OFFSET_RECORD];
-                key.encode(&mut k).unwrap_or_default();
-                internal_record(
-                    i,
-                    now,
-                    Bytes::from(k),
-                    Some(Bytes::from(value.encode_to_vec())),
-                )
+                k.extend_from_slice(&key.encode_to_vec());
+                internal_record(i, now, Bytes::from(k), value)
             })
             .collect();
         let mut buf = BytesMut::new();
@@ -237,8 +287,11 @@ impl Coordinator {
             .map_err(|e| crate::error::storage_code(&e))?;
         let mut all = self.offsets.lock().unwrap_or_else(PoisonError::into_inner);
         let map = all.entry(group.to_string()).or_default();
-        for (tp, c) in offsets {
-            map.insert(tp, c);
+        for (tp, c) in entries {
+            match c {
+                Some(c) => map.insert(tp, c),
+                None => map.remove(&tp),
+            };
         }
         Ok(())
     }
