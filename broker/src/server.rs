@@ -45,10 +45,12 @@ impl Server {
         let objects_dir = config.data_dir.join("objects");
         std::fs::create_dir_all(&objects_dir)
             .with_context(|| format!("cannot create data directory {}", objects_dir.display()))?;
+        // fsync: the uploader trims the WAL once objects are committed, so after a power loss the
+        // objects (and the metadata log) must be on disk, not in the page cache.
         let store: Arc<dyn ObjectStore> = Arc::new(
-            LocalFileSystem::new_with_prefix(&objects_dir).with_context(|| {
-                format!("cannot open object store at {}", objects_dir.display())
-            })?,
+            LocalFileSystem::new_with_prefix(&objects_dir)
+                .with_context(|| format!("cannot open object store at {}", objects_dir.display()))?
+                .with_fsync(true),
         );
         let cluster_id = cluster_id(&store).await?;
         let controller =

@@ -220,9 +220,8 @@ impl Inner {
         let streams: Vec<_> = self.streams_lock().values().cloned().collect();
         for shared in streams {
             let state = shared.lock();
-            if matches!(state.status, Status::Failed(_)) {
-                continue;
-            }
+            // Failed streams count too: their acknowledged, not yet uploaded batches are only in the
+            // WAL, which must keep them until a restart replays them into objects.
             if let Some(entry) = state.first_unuploaded()
                 && entry.wal_position < before
             {

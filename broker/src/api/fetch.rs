@@ -100,9 +100,18 @@ pub(super) async fn handle(node: &Node, request: FetchRequest, version: i16) -> 
 async fn read_all(targets: &[Target], max_bytes: usize) -> Vec<PartitionData> {
     let mut out = Vec::with_capacity(targets.len());
     let mut remaining = max_bytes;
+    let mut any_data = false;
     for target in targets {
-        let data = read_one(target, remaining).await;
+        // KIP-74: the first partition with data may exceed the response limit by one batch; once
+        // the limit is used up, the others get no records this time.
+        let budget = if remaining == 0 && any_data {
+            0
+        } else {
+            remaining.max(1)
+        };
+        let data = read_one(target, budget).await;
         let used = data.records.as_ref().map_or(0, Bytes::len);
+        any_data |= used > 0;
         remaining = remaining.saturating_sub(used);
         out.push(data);
     }
@@ -133,9 +142,10 @@ async fn read_one(target: &Target, remaining: usize) -> PartitionData {
     let Ok(offset) = u64::try_from(target.offset) else {
         return data.with_error_code(ResponseError::OffsetOutOfRange.code());
     };
-    // Past the partition's share of the response, a partition still gets one batch if it is first
-    // to have data (KIP-74); after that, nothing.
-    let budget = target.max_bytes.min(remaining.max(1));
+    if remaining == 0 {
+        return data.with_records(Some(Bytes::new()));
+    }
+    let budget = target.max_bytes.min(remaining).max(1);
     match stream.read(Offset(offset), budget).await {
         Ok(batches) => {
             let records = match batches.len() {

@@ -13,7 +13,7 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use tokio::sync::oneshot;
 
-use crate::group::group::{Join, Msg};
+use crate::group::actor::{Join, Msg};
 use crate::node::Node;
 
 fn s(text: &str) -> StrBytes {

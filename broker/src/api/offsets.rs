@@ -81,11 +81,10 @@ pub(super) async fn commit(node: &Node, request: OffsetCommitRequest) -> OffsetC
 /// One group's wanted partitions: `None` means all it has committed.
 type Wanted = Option<Vec<(String, Vec<i32>)>>;
 
-fn lookup(
-    node: &Node,
-    group: &str,
-    wanted: Wanted,
-) -> Vec<(String, Vec<(i32, Option<Committed>)>)> {
+/// Per topic, each partition and its committed offset, if any.
+type TopicOffsets = Vec<(String, Vec<(i32, Option<Committed>)>)>;
+
+fn lookup(node: &Node, group: &str, wanted: Wanted) -> TopicOffsets {
     let committed = node.groups.committed(group);
     match wanted {
         Some(topics) => topics
@@ -99,7 +98,7 @@ fn lookup(
             })
             .collect(),
         None => {
-            let mut by_topic: Vec<(String, Vec<(i32, Option<Committed>)>)> = Vec::new();
+            let mut by_topic: TopicOffsets = Vec::new();
             for ((topic, p), c) in committed {
                 match by_topic.last_mut() {
                     Some((t, list)) if *t == topic => list.push((p, Some(c))),

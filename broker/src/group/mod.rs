@@ -1,11 +1,11 @@
 //! The group coordinator (DESIGN.md section 7): classic consumer groups and committed offsets.
 //!
-//! Each group is an actor ([`group::Group`]). Committed offsets are records in the internal topic
+//! Each group is an actor ([`actor::Group`]). Committed offsets are records in the internal topic
 //! `__consumer_offsets` (partition = hash of the group id), appended like any produce and read back
 //! at start-up, so they survive restarts and, later, move with the partition to another broker.
 //! In `weir serve` this node owns every partition, so it coordinates every group.
 
-pub mod group;
+pub mod actor;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, PoisonError};
@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::batch;
 use crate::node::Node;
-use group::{Group, GroupView, Msg};
+use actor::{Group, GroupView, Msg};
 
 /// The internal topic holding committed offsets.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
