@@ -112,6 +112,22 @@ impl StreamShared {
         self.high_watermark.send_modify(|_| {});
     }
 
+    /// Moves the high watermark to `end` (never back) and wakes readers waiting for data.
+    fn mark_durable(&self, end: Offset) {
+        let mut state = self.lock();
+        if end > state.durable_end {
+            state.durable_end = end;
+        }
+        drop(state);
+        self.high_watermark.send_if_modified(|hw| {
+            let moved = end > *hw;
+            if moved {
+                *hw = end;
+            }
+            moved
+        });
+    }
+
     pub(crate) fn mark_fenced(&self, detail: String) {
         tracing::error!(stream = %self.id, detail, "stream fenced; refusing further appends");
         self.fail(detail);
@@ -203,27 +219,27 @@ impl Stream {
                 return Err(e);
             }
         };
-        match pending.await {
-            Ok(_) => {
-                let mut state = self.shared.lock();
-                if receipt.end_offset > state.durable_end {
-                    state.durable_end = receipt.end_offset;
+        // The stream, not the caller, owns what happens on durability: if the caller's future is
+        // dropped (a connection closed mid-request), the high watermark must still move, or the
+        // record would stay invisible, un-uploaded, and `close_stream` would wait for it forever.
+        let (shared, inner) = (self.shared.clone(), self.inner.clone());
+        let completion = tokio::spawn(async move {
+            let outcome = pending.await;
+            match &outcome {
+                Ok(_) => {
+                    shared.mark_durable(receipt.end_offset);
+                    inner.on_durable();
                 }
-                drop(state);
-                self.shared.high_watermark.send_if_modified(|hw| {
-                    let moved = receipt.end_offset > *hw;
-                    if moved {
-                        *hw = receipt.end_offset;
-                    }
-                    moved
-                });
-                inner.on_durable();
-                Ok(receipt)
+                Err(e) => shared.fail(format!("wal append failed: {e}")),
             }
-            Err(e) => {
-                self.shared.fail(format!("wal append failed: {e}"));
-                Err(e.into())
-            }
+            outcome
+        });
+        match completion.await {
+            Ok(Ok(_)) => Ok(receipt),
+            Ok(Err(e)) => Err(e.into()),
+            Err(e) => Err(StorageError::Closed(format!(
+                "append completion task failed: {e}"
+            ))),
         }
     }
 
