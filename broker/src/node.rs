@@ -128,6 +128,20 @@ impl Node {
         Ok(topic)
     }
 
+    /// Grows a topic to `total` partitions and opens the new ones.
+    pub async fn add_partitions(&self, name: &str, total: u32) -> Result<Topic, ControllerError> {
+        let _guard = self.open_lock.lock().await;
+        let before = self.topic(name).map_or(0, |t| t.partitions.len());
+        let topic = self.controller.add_partitions(name, total).await?;
+        for stream in &topic.partitions[before..] {
+            if let Err(e) = self.storage.open_stream(*stream).await {
+                tracing::error!(topic = name, stream = %stream, error = %e, "cannot open new partition");
+            }
+        }
+        tracing::info!(topic = name, partitions = total, "partitions added");
+        Ok(topic)
+    }
+
     /// Closes a topic's partitions (uploading their data) and deletes it.
     pub async fn delete_topic(&self, name: &str) -> Result<Topic, ControllerError> {
         let _guard = self.open_lock.lock().await;

@@ -120,3 +120,36 @@ pub fn broker_configs(config: &crate::ServeConfig) -> Vec<(&'static str, String,
         ),
     ]
 }
+
+/// Checks a topic config name and value; the message says what is wrong (INVALID_CONFIG).
+pub fn validate(name: &str, value: &str) -> Result<(), String> {
+    let Some(config) = TOPIC_CONFIGS.iter().find(|c| c.name == name) else {
+        return Err(format!("unknown topic config {name:?}"));
+    };
+    let ok = match config.kind {
+        ConfigType::Int | ConfigType::Short => value.parse::<i32>().is_ok(),
+        ConfigType::Long => value.parse::<i64>().is_ok(),
+        ConfigType::Boolean => value == "true" || value == "false",
+        ConfigType::List if name == "cleanup.policy" => {
+            !value.is_empty()
+                && value
+                    .split(',')
+                    .all(|p| matches!(p.trim(), "delete" | "compact"))
+        }
+        ConfigType::String if name == "message.timestamp.type" => {
+            value == "CreateTime" || value == "LogAppendTime"
+        }
+        ConfigType::String if name == "compression.type" => {
+            matches!(
+                value,
+                "producer" | "uncompressed" | "gzip" | "snappy" | "lz4" | "zstd"
+            )
+        }
+        _ => true,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("invalid value {value:?} for {name}"))
+    }
+}

@@ -291,3 +291,110 @@ async fn pipelined_requests_are_answered_in_order_and_acks_0_is_silent() {
     );
     node.server.shutdown().await.unwrap();
 }
+
+/// CreatePartitions grows a topic; AlterConfigs and IncrementalAlterConfigs change topic configs,
+/// refuse unknown names and bad values with INVALID_CONFIG, and the changes survive a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_and_configs_can_be_changed() {
+    use kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    use kafka_protocol::messages::{
+        IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+    };
+    use rdkafka::admin::{AlterConfig, NewPartitions};
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = weir_broker::Server::start(common::config(dir.path(), |_| {}))
+        .await
+        .unwrap();
+    server
+        .node()
+        .create_topic("grow", 2, BTreeMap::new())
+        .await
+        .unwrap();
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", server.kafka_addr().to_string())
+        .create()
+        .unwrap();
+    let r = admin
+        .create_partitions([&NewPartitions::new("grow", 5)], &AdminOptions::new())
+        .await
+        .unwrap();
+    r[0].as_ref().unwrap();
+    let r = admin
+        .create_partitions([&NewPartitions::new("grow", 3)], &AdminOptions::new())
+        .await
+        .unwrap();
+    assert!(r[0].is_err(), "shrinking is refused");
+    let r = admin
+        .alter_configs(
+            [&AlterConfig::new(ResourceSpecifier::Topic("grow")).set("retention.ms", "1000")],
+            &AdminOptions::new(),
+        )
+        .await
+        .unwrap();
+    r[0].as_ref().unwrap();
+
+    let addr = server.kafka_addr();
+    let codes = tokio::task::spawn_blocking(move || {
+        let mut raw = Raw::connect_to(addr);
+        let mut alter = |name: &str, op: i8, value: &str| {
+            let request = IncrementalAlterConfigsRequest::default().with_resources(vec![
+                AlterConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(StrBytes::from_static_str("grow"))
+                    .with_configs(vec![
+                        AlterableConfig::default()
+                            .with_name(StrBytes::from_string(name.to_string()))
+                            .with_config_operation(op)
+                            .with_value(Some(StrBytes::from_string(value.to_string()))),
+                    ]),
+            ]);
+            let mut r = raw
+                .request(ApiKey::IncrementalAlterConfigs, 1, &request)
+                .unwrap();
+            IncrementalAlterConfigsResponse::decode(&mut r, 1)
+                .unwrap()
+                .responses[0]
+                .error_code
+        };
+        (
+            alter("no.such.config", 0, "1"),
+            alter("retention.ms", 0, "soon"),
+            alter("max.message.bytes", 0, "2000000"),
+            alter("cleanup.policy", 2, "compact"),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        codes,
+        (40, 40, 0, 0),
+        "INVALID_CONFIG for unknown names and bad values"
+    );
+    server.shutdown().await.unwrap();
+
+    let server = weir_broker::Server::start(common::config(dir.path(), |_| {}))
+        .await
+        .unwrap();
+    let topic = server.node().topic("grow").unwrap();
+    assert_eq!(topic.partitions.len(), 5);
+    assert_eq!(
+        topic.configs.get("retention.ms").map(String::as_str),
+        Some("1000")
+    );
+    assert_eq!(
+        topic.configs.get("max.message.bytes").map(String::as_str),
+        Some("2000000")
+    );
+    assert_eq!(
+        topic.configs.get("cleanup.policy").map(String::as_str),
+        Some("delete,compact")
+    );
+    assert!(
+        server.node().partition(&topic, 4).is_some(),
+        "new partitions are open after a restart"
+    );
+    server.shutdown().await.unwrap();
+}

@@ -16,7 +16,8 @@ use weir_storage::{MetadataError, NewObject, ObjectSlice, StreamDescriptor, Stre
 use crate::ControllerError;
 use crate::log::MetaLog;
 use crate::records::{
-    Counters, Kind, Record, StreamCreated, StreamOpened, TopicCreated, TopicDeleted,
+    Counters, Kind, PartitionsAdded, Record, StreamCreated, StreamOpened, TopicConfigsSet,
+    TopicCreated, TopicDeleted,
 };
 use crate::state::{State, Topic, commit_record};
 
@@ -146,6 +147,48 @@ impl Controller {
         self.commit(&mut writer, vec![Kind::TopicDeleted(record).into()])
             .await?;
         Ok(topic)
+    }
+
+    /// Replaces a topic's explicit configs (validated by the caller).
+    pub async fn set_topic_configs(
+        &self,
+        name: &str,
+        configs: BTreeMap<String, String>,
+    ) -> Result<Topic, ControllerError> {
+        let mut writer = self.log.lock().await;
+        if self.read(|s| !s.topics.contains_key(name)) {
+            return Err(ControllerError::UnknownTopic(name.to_string()));
+        }
+        let record = TopicConfigsSet {
+            name: name.to_string(),
+            configs,
+        };
+        self.commit(&mut writer, vec![Kind::TopicConfigsSet(record).into()])
+            .await?;
+        self.read(|s| s.topics.get(name).cloned())
+            .ok_or_else(|| ControllerError::UnknownTopic(name.to_string()))
+    }
+
+    /// Grows a topic to `total` partitions (never shrinks), each new one a new stream.
+    pub async fn add_partitions(&self, name: &str, total: u32) -> Result<Topic, ControllerError> {
+        let mut writer = self.log.lock().await;
+        let (current, next) = self.read(|s| {
+            s.topics
+                .get(name)
+                .map(|t| (t.partitions.len() as u64, s.next_stream_id))
+                .ok_or_else(|| ControllerError::UnknownTopic(name.to_string()))
+        })?;
+        if u64::from(total) <= current {
+            return Err(ControllerError::InvalidPartitions(total));
+        }
+        let record = PartitionsAdded {
+            name: name.to_string(),
+            partition_streams: (0..u64::from(total) - current).map(|i| next + i).collect(),
+        };
+        self.commit(&mut writer, vec![Kind::PartitionsAdded(record).into()])
+            .await?;
+        self.read(|s| s.topics.get(name).cloned())
+            .ok_or_else(|| ControllerError::UnknownTopic(name.to_string()))
     }
 
     fn unavailable(e: ControllerError) -> MetadataError {

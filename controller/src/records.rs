@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Record {
     /// What changed.
-    #[prost(oneof = "Kind", tags = "1, 2, 3, 4, 5, 6")]
+    #[prost(oneof = "Kind", tags = "1, 2, 3, 4, 5, 6, 7, 8")]
     pub kind: Option<Kind>,
 }
 
@@ -33,6 +33,34 @@ pub enum Kind {
     /// Id counters moved (object ids reserved in blocks).
     #[prost(message, tag = "6")]
     Counters(Counters),
+    /// A topic's explicit configs were replaced.
+    #[prost(message, tag = "7")]
+    TopicConfigsSet(TopicConfigsSet),
+    /// Partitions were added to a topic.
+    #[prost(message, tag = "8")]
+    PartitionsAdded(PartitionsAdded),
+}
+
+/// A topic's explicit configs, replaced as a whole.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TopicConfigsSet {
+    /// Topic name.
+    #[prost(string, tag = "1")]
+    pub name: String,
+    /// The new explicit configs (defaults are not stored).
+    #[prost(btree_map = "string, string", tag = "2")]
+    pub configs: BTreeMap<String, String>,
+}
+
+/// Partitions added to a topic.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PartitionsAdded {
+    /// Topic name.
+    #[prost(string, tag = "1")]
+    pub name: String,
+    /// Stream ids of the new partitions, in partition order after the existing ones.
+    #[prost(uint64, repeated, tag = "2")]
+    pub partition_streams: Vec<u64>,
 }
 
 /// A topic was created.

@@ -120,6 +120,20 @@ impl State {
                 }
             }
             Kind::ObjectsCommitted(c) => self.apply_commit(c),
+            Kind::TopicConfigsSet(t) => {
+                if let Some(topic) = self.topics.get_mut(&t.name) {
+                    topic.configs = t.configs.clone();
+                }
+            }
+            Kind::PartitionsAdded(p) => {
+                if let Some(topic) = self.topics.get_mut(&p.name) {
+                    for stream in &p.partition_streams {
+                        topic.partitions.push(StreamId(*stream));
+                        self.streams.entry(StreamId(*stream)).or_default();
+                        self.next_stream_id = self.next_stream_id.max(stream + 1);
+                    }
+                }
+            }
             Kind::Counters(c) => {
                 self.next_stream_id = self.next_stream_id.max(c.next_stream_id);
                 self.next_object_id = self.next_object_id.max(c.next_object_id);

@@ -1,6 +1,7 @@
 //! The Kafka APIs Weir serves: one route table (which also produces the ApiVersions answer) and one
 //! handler module per API. Handlers do no socket I/O; the connection decodes and encodes.
 
+mod alter;
 mod api_versions;
 mod create_topics;
 mod delete_topics;
@@ -50,6 +51,12 @@ pub(crate) fn supported() -> Vec<(ApiKey, VersionRange)> {
         (ApiKey::DescribeGroups, DescribeGroupsRequest::VERSIONS),
         (ApiKey::DeleteGroups, DeleteGroupsRequest::VERSIONS),
         (ApiKey::OffsetDelete, OffsetDeleteRequest::VERSIONS),
+        (ApiKey::CreatePartitions, CreatePartitionsRequest::VERSIONS),
+        (ApiKey::AlterConfigs, AlterConfigsRequest::VERSIONS),
+        (
+            ApiKey::IncrementalAlterConfigs,
+            IncrementalAlterConfigsRequest::VERSIONS,
+        ),
     ]
 }
 
@@ -119,6 +126,15 @@ pub(crate) async fn handle(
         }
         RequestKind::OffsetDelete(r) => {
             ResponseKind::OffsetDelete(groups::offset_delete(node, r).await)
+        }
+        RequestKind::CreatePartitions(r) => {
+            ResponseKind::CreatePartitions(alter::create_partitions(node, r).await)
+        }
+        RequestKind::AlterConfigs(r) => {
+            ResponseKind::AlterConfigs(alter::alter_configs(node, r).await)
+        }
+        RequestKind::IncrementalAlterConfigs(r) => {
+            ResponseKind::IncrementalAlterConfigs(alter::incremental_alter_configs(node, r).await)
         }
         RequestKind::OffsetCommit(r) => ResponseKind::OffsetCommit(offsets::commit(node, r).await),
         RequestKind::OffsetFetch(r) => {

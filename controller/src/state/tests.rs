@@ -125,6 +125,22 @@ fn record_strategy() -> impl Strategy<Value = Record> {
         (0u64..100, 0u64..60, 0u64..50, 1u64..50)
             .prop_map(|(id, stream, start, len)| commit(id, &[(stream, start, start + len)])),
         (100u64..200).prop_map(|stream| Kind::StreamCreated(StreamCreated { stream }).into()),
+        (0u64..6, 0u64..1000).prop_map(|(t, ms)| {
+            let configs = [("retention.ms".to_string(), ms.to_string())].into();
+            Kind::TopicConfigsSet(TopicConfigsSet {
+                name: format!("topic-{t}"),
+                configs,
+            })
+            .into()
+        }),
+        // Stream ids are never shared between topics (the controller hands out fresh ones).
+        (0u64..6, 0u64..5).prop_map(|(t, k)| {
+            Kind::PartitionsAdded(PartitionsAdded {
+                name: format!("topic-{t}"),
+                partition_streams: vec![300 + t * 10 + k],
+            })
+            .into()
+        }),
         (0u64..500, 0u64..500).prop_map(|(a, b)| Kind::Counters(Counters {
             next_stream_id: a,
             next_object_id: b
