@@ -278,7 +278,7 @@ impl StreamMetadata for Controller {
 
     async fn commit_objects(&self, objects: Vec<NewObject>) -> Result<(), MetadataError> {
         let mut writer = self.log.lock().await;
-        self.read(|s| check_commit(s, &objects))?;
+        self.read(|s| weir_storage::check_commit(&objects, |id| s.describe(id)))?;
         self.commit(&mut writer, vec![commit_record(&objects)])
             .await
             .map_err(Self::unavailable)
@@ -299,31 +299,4 @@ impl StreamMetadata for Controller {
             Ok(stream.slices[first..].iter().take(limit).copied().collect())
         })
     }
-}
-
-/// Every range must carry its stream's current epoch and continue its committed data.
-fn check_commit(state: &State, objects: &[NewObject]) -> Result<(), MetadataError> {
-    let mut ends: BTreeMap<StreamId, Offset> = BTreeMap::new();
-    for range in objects.iter().flat_map(|o| &o.ranges) {
-        let d = state
-            .describe(range.stream_id)
-            .ok_or(MetadataError::UnknownStream(range.stream_id))?;
-        if range.epoch != d.epoch {
-            return Err(MetadataError::Fenced {
-                stream: d.id,
-                epoch: range.epoch,
-                current: d.epoch,
-            });
-        }
-        let expected = ends.get(&d.id).copied().unwrap_or(d.end_offset);
-        if range.start != expected || range.end < range.start {
-            return Err(MetadataError::NotContiguous {
-                stream: d.id,
-                expected,
-                found: range.start,
-            });
-        }
-        ends.insert(d.id, range.end);
-    }
-    Ok(())
 }

@@ -142,6 +142,36 @@ pub trait StreamMetadata: Send + Sync + fmt::Debug {
     ) -> Result<Vec<ObjectSlice>, MetadataError>;
 }
 
+/// The rule every [`StreamMetadata`] implementation applies to `commit_objects`: each range carries
+/// its stream's current epoch and continues the stream's committed data (ranges of one stream in
+/// one commit follow each other). `describe` looks a stream up.
+pub fn check_commit(
+    objects: &[NewObject],
+    describe: impl Fn(StreamId) -> Option<StreamDescriptor>,
+) -> Result<(), MetadataError> {
+    let mut ends: HashMap<StreamId, Offset> = HashMap::new();
+    for range in objects.iter().flat_map(|o| &o.ranges) {
+        let d = describe(range.stream_id).ok_or(MetadataError::UnknownStream(range.stream_id))?;
+        if range.epoch != d.epoch {
+            return Err(MetadataError::Fenced {
+                stream: d.id,
+                epoch: range.epoch,
+                current: d.epoch,
+            });
+        }
+        let expected = ends.get(&d.id).copied().unwrap_or(d.end_offset);
+        if range.start != expected || range.end < range.start {
+            return Err(MetadataError::NotContiguous {
+                stream: d.id,
+                expected,
+                found: range.start,
+            });
+        }
+        ends.insert(d.id, range.end);
+    }
+    Ok(())
+}
+
 /// [`StreamMetadata`] held in memory: for tests and single-process use. Share one instance (in an
 /// `Arc`) across storage restarts to model a controller that outlives a broker.
 #[derive(Debug, Default)]
@@ -188,34 +218,6 @@ impl MemoryState {
         self.streams
             .get_mut(&id)
             .ok_or(MetadataError::UnknownStream(id))
-    }
-
-    fn check_commit(&self, objects: &[NewObject]) -> Result<(), MetadataError> {
-        let mut ends: HashMap<StreamId, Offset> = HashMap::new();
-        for range in objects.iter().flat_map(|o| &o.ranges) {
-            let stream = self
-                .streams
-                .get(&range.stream_id)
-                .ok_or(MetadataError::UnknownStream(range.stream_id))?;
-            let d = stream.descriptor;
-            if range.epoch != d.epoch {
-                return Err(MetadataError::Fenced {
-                    stream: d.id,
-                    epoch: range.epoch,
-                    current: d.epoch,
-                });
-            }
-            let expected = ends.get(&d.id).copied().unwrap_or(d.end_offset);
-            if range.start != expected || range.end < range.start {
-                return Err(MetadataError::NotContiguous {
-                    stream: d.id,
-                    expected,
-                    found: range.start,
-                });
-            }
-            ends.insert(d.id, range.end);
-        }
-        Ok(())
     }
 }
 
@@ -277,7 +279,7 @@ impl StreamMetadata for MemoryMetadata {
 
     async fn commit_objects(&self, objects: Vec<NewObject>) -> Result<(), MetadataError> {
         self.with(|s| {
-            s.check_commit(&objects)?;
+            check_commit(&objects, |id| s.streams.get(&id).map(|st| st.descriptor))?;
             for new in objects {
                 s.objects.insert(new.object.id, new.object);
                 for range in new.ranges {
