@@ -85,7 +85,14 @@ impl Controller {
         writer: &mut Writer,
         records: Vec<Record>,
     ) -> Result<(), ControllerError> {
-        writer.log.append(&records).await?;
+        if let Err(e) = writer.log.append(&records).await {
+            if matches!(e, ControllerError::LostLeadership { .. }) {
+                // Another controller wrote the log: serve what it says from now on (DESIGN.md 6:
+                // step down and reload). The request fails; a retry is judged on the fresh state.
+                self.reload(writer).await;
+            }
+            return Err(e);
+        }
         let snapshot = {
             let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
             for record in &records {
@@ -100,6 +107,23 @@ impl Controller {
             tracing::warn!(error = %e, "metadata snapshot failed");
         }
         Ok(())
+    }
+
+    /// Rereads the metadata log after another controller wrote to it.
+    async fn reload(&self, writer: &mut Writer) {
+        match MetaLog::open(writer.log.store(), self.config.snapshot_every).await {
+            Ok((log, state)) => {
+                tracing::warn!(
+                    next_seq = log.next_seq(),
+                    "metadata log written by another controller; state reloaded"
+                );
+                writer.next_object_id = writer.next_object_id.max(state.next_object_id);
+                writer.reserved_object_id = writer.next_object_id;
+                writer.log = log;
+                *self.state.write().unwrap_or_else(PoisonError::into_inner) = state;
+            }
+            Err(e) => tracing::error!(error = %e, "reloading the metadata log failed"),
+        }
     }
 
     /// Creates a topic with `partitions` partitions, each a new stream.

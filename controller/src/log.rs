@@ -109,6 +109,16 @@ async fn list_seqs(
     Ok(seqs)
 }
 
+async fn read_raw(store: &Arc<dyn ObjectStore>, path: &Path) -> Result<Bytes, ControllerError> {
+    store
+        .get(path)
+        .await
+        .map_err(|e| ControllerError::store("get", path.as_ref(), e))?
+        .bytes()
+        .await
+        .map_err(|e| ControllerError::store("get", path.as_ref(), e))
+}
+
 async fn read(store: &Arc<dyn ObjectStore>, path: &Path) -> Result<Vec<Record>, ControllerError> {
     let bytes = store
         .get(path)
@@ -176,21 +186,40 @@ impl MetaLog {
             mode: PutMode::Create,
             ..PutOptions::default()
         };
-        match self
+        let bytes = encode(records);
+        let outcome = match self
             .store
-            .put_opts(&path, PutPayload::from_bytes(encode(records)), opts)
+            .put_opts(&path, PutPayload::from_bytes(bytes.clone()), opts)
             .await
         {
-            Ok(_) => {
-                self.next_seq += 1;
-                self.since_snapshot += 1;
-                Ok(())
-            }
+            Ok(_) => Ok(()),
+            // Taken: by another controller, or by this one when an earlier attempt's answer was lost
+            // (a timeout after the PUT landed). Identical bytes mean the latter, or a writer that
+            // wrote exactly these records, which leaves the log as this writer meant it either way.
             Err(object_store::Error::AlreadyExists { .. }) => {
-                Err(ControllerError::LostLeadership { seq: self.next_seq })
+                match read_raw(&self.store, &path).await {
+                    Ok(existing) if existing == bytes => Ok(()),
+                    Ok(_) => Err(ControllerError::LostLeadership { seq: self.next_seq }),
+                    Err(e) => Err(e),
+                }
             }
             Err(e) => Err(ControllerError::store("put", path.as_ref(), e)),
+        };
+        if outcome.is_ok() {
+            self.next_seq += 1;
+            self.since_snapshot += 1;
         }
+        outcome
+    }
+
+    /// The store the log lives in.
+    pub fn store(&self) -> Arc<dyn ObjectStore> {
+        self.store.clone()
+    }
+
+    /// The sequence number the next append will use.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
     }
 
     /// Whether enough appends happened since the last snapshot.

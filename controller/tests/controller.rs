@@ -102,6 +102,33 @@ async fn a_second_controller_deposes_the_first() {
         vec!["a".to_string(), "b".to_string()],
         "the deposed write is nowhere"
     );
+    // The deposed controller reloaded what the new one wrote.
+    let seen: Vec<_> = first.read(|s| s.topics.keys().cloned().collect());
+    assert_eq!(seen, names, "the deposed controller serves the new state");
+}
+
+/// A PUT whose answer was lost (it landed, the caller saw an error) is recognised on retry: the log
+/// object at that sequence holds exactly the bytes being written. Different bytes mean another writer.
+#[tokio::test]
+async fn a_retried_append_that_had_landed_is_recognised() {
+    use weir_controller::log::MetaLog;
+    use weir_controller::records::{Kind, Record, StreamCreated};
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let (mut log, _) = MetaLog::open(store.clone(), 100).await.unwrap();
+    let records: Vec<Record> = vec![Kind::StreamCreated(StreamCreated { stream: 7 }).into()];
+    // Another handle at the same position plays the attempt whose answer was lost.
+    let (mut lost_attempt, _) = MetaLog::open(store.clone(), 100).await.unwrap();
+    lost_attempt.append(&records).await.unwrap();
+    log.append(&records).await.unwrap();
+    assert_eq!(log.next_seq(), 1);
+    let other: Vec<Record> = vec![Kind::StreamCreated(StreamCreated { stream: 8 }).into()];
+    let (mut stale, _) = MetaLog::open(store.clone(), 100).await.unwrap();
+    let (mut fresh, _) = MetaLog::open(store, 100).await.unwrap();
+    fresh.append(&records).await.unwrap();
+    assert!(matches!(
+        stale.append(&other).await,
+        Err(ControllerError::LostLeadership { seq: 1 })
+    ));
 }
 
 #[tokio::test]
