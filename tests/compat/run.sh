@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts `weir serve` on free 127.0.0.1 ports with a fresh data directory, runs the client
-# compatibility suite against it, and stops it. Needs a Python with confluent-kafka and
-# kafka-python (.ci/run installs them into a virtualenv and passes it as $PYTHON).
+# compatibility suites against it, and stops it. Needs a Python with confluent-kafka and
+# kafka-python ($PYTHON) and, for KafkaJS, a node_modules with kafkajs ($KAFKAJS_NODE_PATH);
+# .ci/run installs both.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PYTHON=${PYTHON:-python3}
@@ -22,4 +23,12 @@ for _ in $(seq 1 100); do
   fi
   sleep 0.1
 done
-WEIR_BOOTSTRAP="127.0.0.1:$KAFKA_PORT" "$PYTHON" tests/compat/compat.py
+status=0
+WEIR_BOOTSTRAP="127.0.0.1:$KAFKA_PORT" "$PYTHON" tests/compat/compat.py || status=1
+if [ -n "${KAFKAJS_NODE_PATH:-}" ]; then
+  WEIR_BOOTSTRAP="127.0.0.1:$KAFKA_PORT" NODE_PATH="$KAFKAJS_NODE_PATH" node tests/compat/kafkajs.cjs || status=1
+else
+  echo "KafkaJS suite not run: set KAFKAJS_NODE_PATH to a node_modules holding kafkajs"
+  status=1
+fi
+exit "$status"
