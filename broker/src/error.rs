@@ -13,6 +13,9 @@ pub(crate) fn storage_code(e: &StorageError) -> i16 {
         StorageError::Fenced { .. } => ResponseError::NotLeaderOrFollower,
         StorageError::StreamNotOpen(_) => ResponseError::NotLeaderOrFollower,
         StorageError::AppendTooLarge { .. } => ResponseError::RecordListTooLarge,
+        StorageError::Wal(weir_wal::WalError::RecordTooLarge { .. }) => {
+            ResponseError::MessageTooLarge
+        }
         StorageError::Metadata(MetadataError::UnknownStream(_)) => {
             ResponseError::UnknownTopicOrPartition
         }

@@ -60,6 +60,14 @@ pub enum StorageError {
         /// What happened.
         detail: String,
     },
+    /// The stream's WAL failed; it accepts nothing more until a restart.
+    #[error("{stream} stopped after a wal failure: {detail}")]
+    StreamFailed {
+        /// The stream.
+        stream: StreamId,
+        /// The failure.
+        detail: String,
+    },
     /// An append larger than the storage can ever buffer.
     #[error("append of {size} bytes exceeds the maximum of {max} bytes")]
     AppendTooLarge {

@@ -179,7 +179,7 @@ impl Storage {
         loop {
             let done = {
                 let state = shared.lock();
-                state.durable_end >= state.next_offset || matches!(state.status, Status::Failed(_))
+                state.durable_end >= state.next_offset || state.status.is_stopped()
             };
             if done {
                 break;

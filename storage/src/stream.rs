@@ -32,8 +32,17 @@ pub(crate) enum Status {
     Open,
     /// Closing: no more appends; in-flight ones finish and get uploaded.
     Closing,
-    /// Another owner took the stream, or the WAL failed: no more appends.
+    /// Another owner took the stream (a newer epoch): no more appends here.
+    Fenced(String),
+    /// The WAL failed: no more appends until a restart.
     Failed(String),
+}
+
+impl Status {
+    /// Fenced or failed: appends are refused for good.
+    pub(crate) fn is_stopped(&self) -> bool {
+        matches!(self, Status::Fenced(_) | Status::Failed(_))
+    }
 }
 
 #[derive(Debug)]
@@ -102,14 +111,18 @@ impl StreamShared {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn fail(&self, reason: String) {
+    fn stop(&self, status: Status) {
         let mut state = self.lock();
-        if !matches!(state.status, Status::Failed(_)) {
-            state.status = Status::Failed(reason);
+        if !state.status.is_stopped() {
+            state.status = status;
         }
         drop(state);
         // Wake waiters so they see the failure.
         self.high_watermark.send_modify(|_| {});
+    }
+
+    fn fail(&self, reason: String) {
+        self.stop(Status::Failed(reason));
     }
 
     /// Moves the high watermark to `end` (never back) and wakes readers waiting for data.
@@ -130,7 +143,7 @@ impl StreamShared {
 
     pub(crate) fn mark_fenced(&self, detail: String) {
         tracing::error!(stream = %self.id, detail, "stream fenced; refusing further appends");
-        self.fail(detail);
+        self.stop(Status::Fenced(detail));
     }
 
     pub(crate) fn subscribe(&self) -> watch::Receiver<Offset> {
@@ -255,10 +268,16 @@ impl Stream {
             Status::Closing => {
                 return Err(StorageError::Closed(format!("{} is closing", self.id())));
             }
-            Status::Failed(reason) => {
+            Status::Fenced(reason) => {
                 return Err(StorageError::Fenced {
                     stream: self.id(),
                     epoch: state.epoch,
+                    detail: reason.clone(),
+                });
+            }
+            Status::Failed(reason) => {
+                return Err(StorageError::StreamFailed {
+                    stream: self.id(),
                     detail: reason.clone(),
                 });
             }

@@ -20,7 +20,6 @@ use crate::format::{ObjectBuilder, StoredBatch};
 use crate::metadata::{MetadataError, NewObject, ObjectDescriptor, ObjectKind, StreamRange};
 use crate::objects::object_key;
 use crate::storage::Inner;
-use crate::stream::Status;
 
 /// One stream's contiguous batches for one upload.
 #[derive(Debug)]
@@ -73,7 +72,7 @@ impl Inner {
             .iter()
             .filter_map(|shared| {
                 let state = shared.lock();
-                if matches!(state.status, Status::Failed(_)) {
+                if state.status.is_stopped() {
                     return None;
                 }
                 let first = state.entries.partition_point(|e| e.uploaded);
