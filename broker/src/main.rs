@@ -67,6 +67,8 @@ fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
+        // Logs on stderr; stdout carries only the "weir serving" line.
+        .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
     let runtime = tokio::runtime::Runtime::new()?;
@@ -79,6 +81,14 @@ fn main() -> anyhow::Result<()> {
 
 async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let server = Server::start(config).await?;
+    // One line on stdout with the bound addresses (ports may have been 0), for scripts and tests.
+    println!(
+        "weir serving kafka={} admin={}",
+        server.kafka_addr(),
+        server.admin_addr()
+    );
+    use std::io::Write;
+    std::io::stdout().flush()?;
     wait_for_signal().await;
     tracing::info!("shutting down: draining and uploading");
     server.shutdown().await

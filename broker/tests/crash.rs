@@ -26,8 +26,7 @@ type Acked = Arc<Mutex<HashMap<(i32, i64), (String, String)>>>;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_produce_loses_no_acknowledged_record() {
     let dir = tempfile::tempdir().unwrap();
-    let (kafka_port, admin_port) = (common::free_port(), common::free_port());
-    let weir = Process::start_on(dir.path(), kafka_port, admin_port);
+    let weir = Process::start(dir.path());
     let bootstrap = weir.kafka.to_string();
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", &bootstrap)
@@ -105,7 +104,7 @@ async fn sigkill_mid_produce_loses_no_acknowledged_record() {
         acked.len()
     );
 
-    let weir = Process::start_on(dir.path(), kafka_port, admin_port);
+    let weir = Process::start(dir.path());
     let bootstrap = weir.kafka.to_string();
     let got = tokio::task::spawn_blocking(move || {
         let consumer: BaseConsumer = ClientConfig::new()

@@ -8,25 +8,24 @@ cd "$(dirname "$0")/../.."
 PYTHON=${PYTHON:-python3}
 WEIR=${WEIR:-target/debug/weir}
 [ -x "$WEIR" ] || cargo build -p weir-broker --bin weir
-port() { "$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-KAFKA_PORT=$(port)
-ADMIN_PORT=$(port)
 DATA=$(mktemp -d)
+OUT="$DATA.out"
+# Ports 0: the OS picks free ones and weir prints the bound addresses on its first line.
 WEIR_GROUP_INITIAL_REBALANCE_DELAY_MS=0 RUST_LOG=warn "$WEIR" serve \
-  --listen "127.0.0.1:$KAFKA_PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" --data-dir "$DATA" &
+  --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --data-dir "$DATA" >"$OUT" &
 PID=$!
-cleanup() { kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; rm -rf "$DATA"; }
+cleanup() { kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; rm -rf "$DATA" "$OUT"; }
 trap cleanup EXIT
-for _ in $(seq 1 100); do
-  if "$PYTHON" -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:$ADMIN_PORT/health/ready').status == 200 else 1)" 2>/dev/null; then
-    break
-  fi
+for _ in $(seq 1 300); do
+  grep -q '^weir serving' "$OUT" 2>/dev/null && break
   sleep 0.1
 done
+KAFKA=$(sed -n 's/^weir serving kafka=\([^ ]*\) admin=.*/\1/p' "$OUT")
+[ -n "$KAFKA" ] || { echo "weir serve did not start"; exit 1; }
 status=0
-WEIR_BOOTSTRAP="127.0.0.1:$KAFKA_PORT" "$PYTHON" tests/compat/compat.py || status=1
+WEIR_BOOTSTRAP="$KAFKA" "$PYTHON" tests/compat/compat.py || status=1
 if [ -n "${KAFKAJS_NODE_PATH:-}" ]; then
-  WEIR_BOOTSTRAP="127.0.0.1:$KAFKA_PORT" NODE_PATH="$KAFKAJS_NODE_PATH" node tests/compat/kafkajs.cjs || status=1
+  WEIR_BOOTSTRAP="$KAFKA" NODE_PATH="$KAFKAJS_NODE_PATH" node tests/compat/kafkajs.cjs || status=1
 else
   echo "KafkaJS suite not run: set KAFKAJS_NODE_PATH to a node_modules holding kafkajs"
   status=1

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::net::TcpStream;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -64,15 +64,6 @@ pub fn init_logging() {
         .try_init();
 }
 
-/// A free port on 127.0.0.1 (bound then released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The `weir` binary running `serve` as a child process.
 pub struct Process {
     pub child: Child,
@@ -81,29 +72,37 @@ pub struct Process {
 }
 
 impl Process {
+    /// Starts `weir serve` on ports the OS picks (port 0) and reads the bound addresses from the
+    /// line it prints, so no port is chosen here and then taken by someone else before the bind.
     pub fn start(dir: &Path) -> Process {
-        Self::start_on(dir, free_port(), free_port())
-    }
-
-    pub fn start_on(dir: &Path, kafka_port: u16, admin_port: u16) -> Process {
-        let kafka: SocketAddr = format!("127.0.0.1:{kafka_port}").parse().unwrap();
-        let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_weir"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
             .arg("serve")
             .arg("--listen")
-            .arg(kafka.to_string())
+            .arg("127.0.0.1:0")
             .arg("--admin-listen")
-            .arg(admin.to_string())
+            .arg("127.0.0.1:0")
             .arg("--data-dir")
             .arg(dir)
             .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .spawn()
             .unwrap();
+        let mut line = String::new();
+        let stdout = child.stdout.take().unwrap();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .unwrap();
+        let addr = |key: &str| -> SocketAddr {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(key))
+                .unwrap_or_else(|| panic!("weir serve did not start: {line:?}"))
+                .parse()
+                .unwrap()
+        };
         let process = Process {
+            kafka: addr("kafka="),
+            admin: addr("admin="),
             child,
-            kafka,
-            admin,
         };
         process.wait_ready();
         process
