@@ -179,9 +179,6 @@ async fn pipelined_requests_are_answered_in_order_and_acks_0_is_silent() {
         ApiVersionsRequest, MetadataRequest, ProduceRequest, RequestHeader,
     };
     use kafka_protocol::protocol::{Encodable, HeaderVersion};
-    use kafka_protocol::records::{
-        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    };
 
     fn frame<R: Encodable + HeaderVersion>(
         key: ApiKey,
@@ -209,31 +206,7 @@ async fn pipelined_requests_are_answered_in_order_and_acks_0_is_silent() {
         .create_topic("quiet", 1, BTreeMap::new())
         .await
         .unwrap();
-    let record = Record {
-        transactional: false,
-        control: false,
-        partition_leader_epoch: -1,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence: -1,
-        timestamp: 0,
-        key: None,
-        value: Some(bytes::Bytes::from_static(b"fire and forget")),
-        headers: Default::default(),
-        delete_horizon: false,
-    };
-    let mut batch = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut batch,
-        &[record],
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .unwrap();
+    let batch = common::record_batch(&[bytes::Bytes::from_static(b"fire and forget")], 0);
     let produce = ProduceRequest::default()
         .with_acks(0)
         .with_timeout_ms(1000)
@@ -243,7 +216,7 @@ async fn pipelined_requests_are_answered_in_order_and_acks_0_is_silent() {
                 .with_partition_data(vec![
                     PartitionProduceData::default()
                         .with_index(0)
-                        .with_records(Some(batch.freeze())),
+                        .with_records(Some(batch)),
                 ]),
         ]);
     let node = tokio::task::spawn_blocking(move || {

@@ -14,9 +14,6 @@ use kafka_protocol::messages::{
     ProduceRequest, ProduceResponse, RequestHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
 
 use common::{InProcess, Raw};
 
@@ -123,34 +120,8 @@ async fn api_versions_too_new_gets_a_v0_answer_with_error_35() {
 }
 
 fn batch(n: i64) -> BytesMut {
-    let records: Vec<Record> = (0..n)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i,
-            sequence: -1 + i as i32,
-            timestamp: 1_000,
-            key: None,
-            value: Some(Bytes::from_static(b"value")),
-            headers: Default::default(),
-            delete_horizon: false,
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .unwrap();
-    buf
+    let values = vec![Bytes::from_static(b"value"); usize::try_from(n).unwrap()];
+    BytesMut::from(&common::record_batch(&values, 1_000)[..])
 }
 
 fn produce(raw: &mut Raw, topic: &str, records: Bytes) -> i16 {
@@ -209,34 +180,7 @@ async fn bad_batches_get_kafka_error_codes_and_nothing_is_appended() {
         let truncated = batch(2).freeze().slice(..30);
         assert_eq!(produce(&mut raw, "t", truncated), 2, "CORRUPT_MESSAGE");
 
-        let big = {
-            let records: Vec<Record> = vec![Record {
-                transactional: false,
-                control: false,
-                partition_leader_epoch: -1,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: 0,
-                sequence: -1,
-                timestamp: 0,
-                key: None,
-                value: Some(Bytes::from(vec![7u8; 2 << 20])),
-                headers: Default::default(),
-                delete_horizon: false,
-            }];
-            let mut buf = BytesMut::new();
-            RecordBatchEncoder::encode(
-                &mut buf,
-                &records,
-                &RecordEncodeOptions {
-                    version: 2,
-                    compression: Compression::None,
-                },
-            )
-            .unwrap();
-            buf.freeze()
-        };
+        let big = common::record_batch(&[Bytes::from(vec![7u8; 2 << 20])], 0);
         assert_eq!(produce(&mut raw, "t", big), 10, "MESSAGE_TOO_LARGE");
 
         assert_eq!(

@@ -265,15 +265,7 @@ impl StreamMetadata for Controller {
     }
 
     async fn close_stream(&self, stream: StreamId, epoch: Epoch) -> Result<(), MetadataError> {
-        let current = self.stream_descriptor(stream)?;
-        if current.epoch != epoch {
-            return Err(MetadataError::Fenced {
-                stream,
-                epoch,
-                current: current.epoch,
-            });
-        }
-        Ok(())
+        weir_storage::check_close(&self.stream_descriptor(stream)?, epoch)
     }
 
     async fn describe_stream(&self, stream: StreamId) -> Result<StreamDescriptor, MetadataError> {
@@ -319,8 +311,7 @@ impl StreamMetadata for Controller {
                 .streams
                 .get(&stream)
                 .ok_or(MetadataError::UnknownStream(stream))?;
-            let first = stream.slices.partition_point(|slice| slice.end <= from);
-            Ok(stream.slices[first..].iter().take(limit).copied().collect())
+            Ok(weir_storage::slices_from(&stream.slices, from, limit))
         })
     }
 }

@@ -33,7 +33,7 @@ pub use error::StorageError;
 pub use format::{FormatError, StoredBatch};
 pub use metadata::{
     MemoryMetadata, MetadataError, NewObject, ObjectDescriptor, ObjectKind, ObjectSlice,
-    StreamDescriptor, StreamMetadata, StreamRange, check_commit,
+    StreamDescriptor, StreamMetadata, StreamRange, check_close, check_commit, slices_from,
 };
 pub use objects::object_key;
 pub use storage::{Components, Storage, StorageStats};

@@ -172,6 +172,26 @@ pub fn check_commit(
     Ok(())
 }
 
+/// The rule of `close_stream`: only the current owner (the stream's epoch) may close it.
+pub fn check_close(current: &StreamDescriptor, epoch: Epoch) -> Result<(), MetadataError> {
+    if current.epoch == epoch {
+        Ok(())
+    } else {
+        Err(MetadataError::Fenced {
+            stream: current.id,
+            epoch,
+            current: current.epoch,
+        })
+    }
+}
+
+/// The answer to `find_objects` from a stream's slices in offset order: up to `limit` of them,
+/// starting with the one holding `from`.
+pub fn slices_from(slices: &[ObjectSlice], from: Offset, limit: usize) -> Vec<ObjectSlice> {
+    let first = slices.partition_point(|slice| slice.end <= from);
+    slices[first..].iter().take(limit).copied().collect()
+}
+
 /// [`StreamMetadata`] held in memory: for tests and single-process use. Share one instance (in an
 /// `Arc`) across storage restarts to model a controller that outlives a broker.
 #[derive(Debug, Default)]
@@ -252,17 +272,7 @@ impl StreamMetadata for MemoryMetadata {
     }
 
     async fn close_stream(&self, stream: StreamId, epoch: Epoch) -> Result<(), MetadataError> {
-        self.with(|s| {
-            let d = s.stream(stream)?.descriptor;
-            if d.epoch != epoch {
-                return Err(MetadataError::Fenced {
-                    stream,
-                    epoch,
-                    current: d.epoch,
-                });
-            }
-            Ok(())
-        })
+        self.with(|s| check_close(&s.stream(stream)?.descriptor, epoch))
     }
 
     async fn describe_stream(&self, stream: StreamId) -> Result<StreamDescriptor, MetadataError> {
@@ -302,10 +312,6 @@ impl StreamMetadata for MemoryMetadata {
         from: Offset,
         limit: usize,
     ) -> Result<Vec<ObjectSlice>, MetadataError> {
-        self.with(|s| {
-            let stream = s.stream(stream)?;
-            let first = stream.slices.partition_point(|slice| slice.end <= from);
-            Ok(stream.slices[first..].iter().take(limit).copied().collect())
-        })
+        self.with(|s| Ok(slices_from(&s.stream(stream)?.slices, from, limit)))
     }
 }
