@@ -86,8 +86,8 @@ impl Server {
             )
             .await?;
         }
-        let loaded = node.groups.load(&node).await?;
-        tracing::info!(offsets = loaded, "committed offsets loaded");
+        let (offsets, groups) = node.groups.load(&node).await?;
+        tracing::info!(offsets, groups, "committed offsets and groups loaded");
 
         let admin_listener = TcpListener::bind(config.admin_listen)
             .await

@@ -1,5 +1,6 @@
-//! Group requests Kafka refuses get Kafka's error codes: unknown members, stale generations,
-//! commits for partitions that do not exist, members with no protocol in common.
+//! The group protocol on the wire. Requests Kafka refuses get Kafka's error codes: unknown
+//! members, stale generations, commits for partitions that do not exist, members with no protocol
+//! in common. A group's generation, members and assignments survive a broker restart.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -198,4 +199,122 @@ async fn refused_group_requests_get_kafka_error_codes() {
     .await
     .unwrap();
     node.server.shutdown().await.unwrap();
+}
+
+fn sync(raw: &mut Raw, member: &str, generation: i32, assignment: &[u8]) -> (i16, Bytes) {
+    use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+    let request = SyncGroupRequest::default()
+        .with_group_id(GroupId(s("g")))
+        .with_generation_id(generation)
+        .with_member_id(s(member))
+        .with_assignments(vec![
+            SyncGroupRequestAssignment::default()
+                .with_member_id(s(member))
+                .with_assignment(Bytes::copy_from_slice(assignment)),
+        ]);
+    let mut r = raw.request(ApiKey::SyncGroup, 3, &request).unwrap();
+    let response = SyncGroupResponse::decode(&mut r, 3).unwrap();
+    (response.error_code, response.assignment)
+}
+
+fn describe(raw: &mut Raw) -> DescribedGroup {
+    let request = DescribeGroupsRequest::default().with_groups(vec![GroupId(s("g"))]);
+    let mut r = raw.request(ApiKey::DescribeGroups, 3, &request).unwrap();
+    DescribeGroupsResponse::decode(&mut r, 3)
+        .unwrap()
+        .groups
+        .remove(0)
+}
+
+use kafka_protocol::messages::describe_groups_response::DescribedGroup;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_state_survives_a_restart() {
+    let node = InProcess::start().await;
+    let (member, generation) = {
+        let addr = node.server.kafka_addr();
+        tokio::task::spawn_blocking(move || {
+            let mut raw = Raw::connect_to(addr);
+            let member = join(&mut raw, "", "range").member_id.to_string();
+            let joined = join(&mut raw, &member, "range");
+            assert_eq!(joined.error_code, 0);
+            let generation = joined.generation_id;
+            assert_eq!(
+                sync(&mut raw, &member, generation, b"mine"),
+                (0, Bytes::from_static(b"mine"))
+            );
+            (member, generation)
+        })
+        .await
+        .unwrap()
+    };
+    let InProcess { server, dir } = node;
+    server.shutdown().await.unwrap();
+    let server = weir_broker::Server::start(common::config(dir.path(), |_| {}))
+        .await
+        .unwrap();
+    let addr = server.kafka_addr();
+    let member2 = member.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut raw = Raw::connect_to(addr);
+        let group = describe(&mut raw);
+        assert_eq!(group.group_state.to_string(), "Stable");
+        assert_eq!(group.protocol_data.to_string(), "range");
+        assert_eq!(group.members.len(), 1);
+        assert_eq!(group.members[0].member_id.to_string(), member2);
+        assert_eq!(&group.members[0].member_assignment[..], b"mine");
+        // The member carries on with its generation: no rebalance, same assignment.
+        assert_eq!(heartbeat(&mut raw, &member2, generation), 0);
+        assert_eq!(
+            heartbeat(&mut raw, &member2, generation - 1),
+            22,
+            "ILLEGAL_GENERATION"
+        );
+        assert_eq!(
+            sync(&mut raw, &member2, generation, b""),
+            (0, Bytes::from_static(b"mine"))
+        );
+        assert_eq!(
+            commit(&mut raw, &member2, generation, "__consumer_offsets", 0),
+            0
+        );
+        // It leaves; the empty group keeps its generation across the next restart.
+        let leave = LeaveGroupRequest::default()
+            .with_group_id(GroupId(s("g")))
+            .with_member_id(s(&member2));
+        let mut r = raw.request(ApiKey::LeaveGroup, 2, &leave).unwrap();
+        assert_eq!(LeaveGroupResponse::decode(&mut r, 2).unwrap().error_code, 0);
+        assert_eq!(describe(&mut raw).group_state.to_string(), "Empty");
+    })
+    .await
+    .unwrap();
+    server.shutdown().await.unwrap();
+    let server = weir_broker::Server::start(common::config(dir.path(), |_| {}))
+        .await
+        .unwrap();
+    let addr = server.kafka_addr();
+    tokio::task::spawn_blocking(move || {
+        let mut raw = Raw::connect_to(addr);
+        let group = describe(&mut raw);
+        assert_eq!(
+            (group.error_code, group.group_state.to_string()),
+            (0, "Empty".to_string())
+        );
+        assert_eq!(
+            heartbeat(&mut raw, &member, generation),
+            25,
+            "UNKNOWN_MEMBER_ID"
+        );
+        let again = join(&mut raw, "", "range").member_id.to_string();
+        let joined = join(&mut raw, &again, "range");
+        assert_eq!(joined.error_code, 0);
+        assert!(
+            joined.generation_id > generation,
+            "generation {} after {generation}",
+            joined.generation_id
+        );
+    })
+    .await
+    .unwrap();
+    server.shutdown().await.unwrap();
 }

@@ -49,14 +49,16 @@ pub(super) fn find_coordinator(
     FindCoordinatorResponse::default().with_coordinators(coordinators)
 }
 
+/// Asks the group's actor; a Kafka error code if this node cannot coordinate the group.
 async fn ask<T>(
     node: &Node,
     group: &str,
     msg: impl FnOnce(oneshot::Sender<T>) -> Msg,
-) -> Option<T> {
+) -> Result<T, i16> {
     let (reply, rx) = oneshot::channel();
-    node.groups.group(group).send(msg(reply)).await.ok()?;
-    rx.await.ok()
+    let tx = node.groups.group(node, group)?;
+    tx.send(msg(reply)).await.map_err(|_| UNAVAILABLE)?;
+    rx.await.map_err(|_| UNAVAILABLE)
 }
 
 fn millis(ms: i32) -> Duration {
@@ -100,8 +102,9 @@ pub(super) async fn join_group(
             .collect(),
         require_known_member_id: version >= 4,
     };
-    let Some(joined) = ask(node, &group, |reply| Msg::Join(join, reply)).await else {
-        return JoinGroupResponse::default().with_error_code(UNAVAILABLE);
+    let joined = match ask(node, &group, |reply| Msg::Join(join, reply)).await {
+        Ok(joined) => joined,
+        Err(code) => return JoinGroupResponse::default().with_error_code(code),
     };
     let members = joined
         .members
@@ -145,8 +148,9 @@ pub(super) async fn sync_group(
         reply,
     })
     .await;
-    let Some((error, assignment)) = answer else {
-        return SyncGroupResponse::default().with_error_code(UNAVAILABLE);
+    let (error, assignment) = match answer {
+        Ok(answer) => answer,
+        Err(code) => return SyncGroupResponse::default().with_error_code(code),
     };
     let response = SyncGroupResponse::default()
         .with_error_code(error)
@@ -167,7 +171,7 @@ pub(super) async fn heartbeat(node: &Node, request: HeartbeatRequest) -> Heartbe
         reply,
     })
     .await
-    .unwrap_or(UNAVAILABLE);
+    .unwrap_or_else(|code| code);
     HeartbeatResponse::default().with_error_code(code)
 }
 
@@ -190,13 +194,14 @@ pub(super) async fn leave_group(
     } else {
         vec![(request.member_id.to_string(), None)]
     };
-    let Some(codes) = ask(node, &request.group_id.0, |reply| Msg::Leave {
+    let codes = match ask(node, &request.group_id.0, |reply| Msg::Leave {
         members: members.clone(),
         reply,
     })
     .await
-    else {
-        return LeaveGroupResponse::default().with_error_code(UNAVAILABLE);
+    {
+        Ok(codes) => codes,
+        Err(code) => return LeaveGroupResponse::default().with_error_code(code),
     };
     if version >= 3 {
         let responses = members

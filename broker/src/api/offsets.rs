@@ -19,6 +19,7 @@ pub(super) async fn commit(node: &Node, request: OffsetCommitRequest) -> OffsetC
     let allowed = node
         .groups
         .check_commit(
+            node,
             &group,
             request.generation_id_or_member_epoch,
             &request.member_id,

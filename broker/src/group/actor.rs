@@ -13,6 +13,9 @@ use kafka_protocol::error::ResponseError;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use super::GroupLog;
+use super::records::{GroupValue, MemberValue};
+
 /// Group states, named as Kafka names them in ListGroups/DescribeGroups.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupState {
@@ -111,6 +114,11 @@ pub enum Msg {
         reply: oneshot::Sender<i16>,
     },
     Describe(oneshot::Sender<GroupView>),
+    /// The group's metadata record of this generation is durable (or could not be written).
+    Persisted {
+        generation: i32,
+        result: Result<(), i16>,
+    },
 }
 
 #[derive(Debug)]
@@ -140,6 +148,10 @@ pub struct Group {
     pending: HashMap<String, Instant>,
     rebalance_deadline: Option<Instant>,
     initial_delay: Duration,
+    /// Where the group's state is recorded.
+    log: GroupLog,
+    /// The leader's assignment is being made durable; syncs wait for it.
+    persisting: bool,
 }
 
 const ERR_UNKNOWN_MEMBER: i16 = ResponseError::UnknownMemberId.code();
@@ -148,7 +160,7 @@ const ERR_REBALANCING: i16 = ResponseError::RebalanceInProgress.code();
 
 impl Group {
     /// A new, empty group.
-    pub fn new(id: String, initial_delay: Duration) -> Group {
+    pub fn new(id: String, initial_delay: Duration, log: GroupLog) -> Group {
         Group {
             id,
             state: GroupState::Empty,
@@ -160,6 +172,92 @@ impl Group {
             pending: HashMap::new(),
             rebalance_deadline: None,
             initial_delay,
+            log,
+            persisting: false,
+        }
+    }
+
+    /// The group as last recorded in `__consumer_offsets`: Stable with its members (each gets a
+    /// full session to heartbeat again), or Empty. Clients carry on with their generation.
+    pub(crate) fn restore(
+        id: String,
+        initial_delay: Duration,
+        log: GroupLog,
+        value: GroupValue,
+    ) -> Group {
+        let mut group = Group::new(id, initial_delay, log);
+        group.generation = value.generation;
+        group.protocol_type = Some(value.protocol_type).filter(|t| !t.is_empty());
+        group.protocol = value.protocol;
+        let now = Instant::now();
+        for m in value.members {
+            let session_timeout = Duration::from_millis(u64::from(m.session_timeout_ms));
+            let protocols = group
+                .protocol
+                .iter()
+                .map(|p| (p.clone(), m.subscription.clone()))
+                .collect();
+            group.members.insert(
+                m.member_id,
+                Member {
+                    instance_id: m.instance_id,
+                    client_id: m.client_id,
+                    session_timeout,
+                    rebalance_timeout: Duration::from_millis(u64::from(m.rebalance_timeout_ms)),
+                    protocols,
+                    assignment: m.assignment,
+                    expires: now + session_timeout,
+                    join: None,
+                    sync: None,
+                },
+            );
+        }
+        if !group.members.is_empty() {
+            group.state = GroupState::Stable;
+            group.leader = value.leader.filter(|l| group.members.contains_key(l));
+        }
+        tracing::debug!(group = %group.id, generation = group.generation,
+            members = group.members.len(), "group restored");
+        group
+    }
+
+    /// The group's state as recorded in `__consumer_offsets`.
+    fn snapshot(&self) -> GroupValue {
+        let millis = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
+        GroupValue {
+            protocol_type: self.protocol_type.clone().unwrap_or_default(),
+            generation: self.generation,
+            protocol: self.protocol.clone(),
+            leader: self.leader.clone(),
+            timestamp_ms: super::now_ms(),
+            members: self
+                .members
+                .iter()
+                .map(|(id, m)| MemberValue {
+                    member_id: id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    session_timeout_ms: millis(m.session_timeout),
+                    rebalance_timeout_ms: millis(m.rebalance_timeout),
+                    subscription: self.subscription(m),
+                    assignment: m.assignment.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    fn subscription(&self, m: &Member) -> Bytes {
+        m.protocols
+            .iter()
+            .find(|(n, _)| Some(n) == self.protocol.as_ref())
+            .map(|(_, md)| md.clone())
+            .unwrap_or_default()
+    }
+
+    /// The group became empty: record it (its generation must survive a restart).
+    fn record_empty(&self) {
+        if !self.log.write(self.snapshot(), None) {
+            tracing::warn!(group = %self.id, "group metadata writer gone");
         }
     }
 
@@ -226,6 +324,7 @@ impl Group {
             Msg::Describe(reply) => {
                 let _ = reply.send(self.view());
             }
+            Msg::Persisted { generation, result } => self.persisted(generation, result),
         }
     }
 
@@ -330,6 +429,7 @@ impl Group {
     fn prepare_rebalance(&mut self) {
         let was_empty = self.state == GroupState::Empty;
         self.state = GroupState::PreparingRebalance;
+        self.persisting = false;
         for member in self.members.values_mut() {
             if let Some(sync) = member.sync.take() {
                 let _ = sync.send((ERR_REBALANCING, Bytes::new()));
@@ -368,6 +468,7 @@ impl Group {
             self.state = GroupState::Empty;
             self.leader = None;
             self.generation += 1;
+            self.record_empty();
             return;
         }
         self.generation += 1;
@@ -467,21 +568,51 @@ impl Group {
             }
             GroupState::CompletingRebalance => {
                 member.sync = Some(reply);
-                if self.leader.as_deref() == Some(member_id) {
+                if self.leader.as_deref() == Some(member_id) && !self.persisting {
                     let mut assigned: HashMap<String, Bytes> = assignments.into_iter().collect();
                     for (id, m) in &mut self.members {
                         m.assignment = assigned.remove(id).unwrap_or_default();
                     }
-                    self.state = GroupState::Stable;
-                    tracing::debug!(group = %self.id, generation = self.generation, "group stable");
-                }
-                if self.state == GroupState::Stable {
-                    for m in self.members.values_mut() {
-                        if let Some(sync) = m.sync.take() {
-                            let _ = sync.send((0, m.assignment.clone()));
-                        }
+                    // Members learn their assignment once the group's record is durable, as on Kafka.
+                    self.persisting = true;
+                    if !self.log.write(self.snapshot(), Some(self.generation)) {
+                        self.persisted(
+                            self.generation,
+                            Err(ResponseError::CoordinatorNotAvailable.code()),
+                        );
                     }
                 }
+            }
+        }
+    }
+
+    fn persisted(&mut self, generation: i32, result: Result<(), i16>) {
+        if self.state != GroupState::CompletingRebalance
+            || generation != self.generation
+            || !self.persisting
+        {
+            return; // the group moved on (a member left or joined) while the record was written
+        }
+        self.persisting = false;
+        match result {
+            Ok(()) => {
+                self.state = GroupState::Stable;
+                tracing::debug!(group = %self.id, generation, "group stable");
+                for m in self.members.values_mut() {
+                    if let Some(sync) = m.sync.take() {
+                        let _ = sync.send((0, m.assignment.clone()));
+                    }
+                }
+            }
+            Err(code) => {
+                // Kafka answers the syncs with the error and rebalances.
+                for m in self.members.values_mut() {
+                    m.assignment = Bytes::new();
+                    if let Some(sync) = m.sync.take() {
+                        let _ = sync.send((code, Bytes::new()));
+                    }
+                }
+                self.prepare_rebalance();
             }
         }
     }
@@ -536,6 +667,8 @@ impl Group {
                 if self.members.is_empty() {
                     self.state = GroupState::Empty;
                     self.leader = None;
+                    self.persisting = false;
+                    self.record_empty();
                 } else {
                     self.prepare_rebalance();
                 }
@@ -598,12 +731,7 @@ impl Group {
                     member_id: id.clone(),
                     instance_id: m.instance_id.clone(),
                     client_id: m.client_id.clone(),
-                    metadata: m
-                        .protocols
-                        .iter()
-                        .find(|(n, _)| Some(n) == self.protocol.as_ref())
-                        .map(|(_, md)| md.clone())
-                        .unwrap_or_default(),
+                    metadata: self.subscription(m),
                     assignment: m.assignment.clone(),
                 })
                 .collect(),

@@ -1,17 +1,20 @@
 //! The group coordinator (DESIGN.md section 7): classic consumer groups and committed offsets.
 //!
-//! Each group is an actor ([`actor::Group`]). Committed offsets are records in the internal topic
-//! `__consumer_offsets` (partition = hash of the group id), appended like any produce and read back
-//! at start-up, so they survive restarts and, later, move with the partition to another broker.
-//! In `weir serve` this node owns every partition, so it coordinates every group.
+//! Each group is an actor ([`actor::Group`]). Committed offsets and group metadata (generation,
+//! leader, members and their assignments) are records in the internal topic `__consumer_offsets`
+//! (partition = hash of the group id, formats in [`records`]), appended like any produce and replayed
+//! at start-up, so offsets and group state survive restarts and, later, move with the partition to
+//! another broker. In `weir serve` this node owns every partition, so it coordinates every group.
 
 pub mod actor;
+pub(crate) mod records;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
@@ -19,10 +22,11 @@ use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::batch;
-use crate::node::Node;
+use crate::node::{Node, Partition};
 use actor::{Group, GroupView, Msg};
+use records::{GROUP_RECORD, GroupKey, GroupValue, OFFSET_RECORD, OffsetKey, OffsetValue};
 
-/// The internal topic holding committed offsets.
+/// The internal topic holding committed offsets and group metadata.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
 /// A committed offset.
@@ -32,33 +36,6 @@ pub struct Committed {
     pub leader_epoch: i32,
     pub metadata: Option<String>,
 }
-
-/// The key of an offset record in `__consumer_offsets` (prost; tags append-only).
-#[derive(Clone, PartialEq, prost::Message)]
-struct OffsetKey {
-    #[prost(string, tag = "1")]
-    group: String,
-    #[prost(string, tag = "2")]
-    topic: String,
-    #[prost(int32, tag = "3")]
-    partition: i32,
-}
-
-/// The value of an offset record; a null value deletes the offset.
-#[derive(Clone, PartialEq, prost::Message)]
-struct OffsetValue {
-    #[prost(int64, tag = "1")]
-    offset: i64,
-    #[prost(int32, tag = "2")]
-    leader_epoch: i32,
-    #[prost(string, optional, tag = "3")]
-    metadata: Option<String>,
-    #[prost(int64, tag = "4")]
-    commit_timestamp_ms: i64,
-}
-
-/// Record key prefix: what kind of record follows.
-const OFFSET_RECORD: u8 = 0;
 
 type Offsets = HashMap<String, BTreeMap<(String, i32), Committed>>;
 
@@ -81,16 +58,32 @@ impl Coordinator {
         }
     }
 
-    /// The group's actor, started on first use.
-    pub fn group(&self, id: &str) -> mpsc::Sender<Msg> {
+    /// The group's actor, started (empty) on first use; a Kafka error code if this node cannot
+    /// coordinate it.
+    pub fn group(&self, node: &Node, id: &str) -> Result<mpsc::Sender<Msg>, i16> {
+        self.group_from(node, id, None)
+    }
+
+    fn group_from(
+        &self,
+        node: &Node,
+        id: &str,
+        restored: Option<GroupValue>,
+    ) -> Result<mpsc::Sender<Msg>, i16> {
         let mut groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(tx) = groups.get(id).filter(|tx| !tx.is_closed()) {
-            return tx.clone();
+            return Ok(tx.clone());
         }
+        let partition = log_partition(node, id)?;
         let (tx, rx) = mpsc::channel(256);
-        tokio::spawn(Group::new(id.to_string(), self.initial_delay).run(rx));
+        let log = spawn_writer(id.to_string(), partition, tx.downgrade());
+        let group = match restored {
+            Some(value) => Group::restore(id.to_string(), self.initial_delay, log, value),
+            None => Group::new(id.to_string(), self.initial_delay, log),
+        };
+        tokio::spawn(group.run(rx));
         groups.insert(id.to_string(), tx.clone());
-        tx
+        Ok(tx)
     }
 
     /// Whether the group exists (has an actor or committed offsets).
@@ -143,18 +136,28 @@ impl Coordinator {
     }
 
     /// Asks the group whether a commit may proceed; a Kafka error code.
-    pub async fn check_commit(&self, id: &str, generation: i32, member_id: &str) -> i16 {
+    pub async fn check_commit(
+        &self,
+        node: &Node,
+        id: &str,
+        generation: i32,
+        member_id: &str,
+    ) -> i16 {
         let (reply, rx) = oneshot::channel();
         let msg = Msg::CheckCommit {
             generation,
             member_id: member_id.to_string(),
             reply,
         };
-        if self.group(id).send(msg).await.is_err() {
-            return kafka_protocol::error::ResponseError::CoordinatorNotAvailable.code();
+        let tx = match self.group(node, id) {
+            Ok(tx) => tx,
+            Err(code) => return code,
+        };
+        if tx.send(msg).await.is_err() {
+            return ResponseError::CoordinatorNotAvailable.code();
         }
         rx.await
-            .unwrap_or(kafka_protocol::error::ResponseError::CoordinatorNotAvailable.code())
+            .unwrap_or(ResponseError::CoordinatorNotAvailable.code())
     }
 
     /// A group's committed offsets.
@@ -175,7 +178,7 @@ impl Coordinator {
         offsets: Vec<((String, i32), Committed)>,
     ) -> Result<(), i16> {
         let entries = offsets.into_iter().map(|(tp, c)| (tp, Some(c))).collect();
-        self.write(node, group, entries).await
+        self.write_offsets(node, group, entries, false).await
     }
 
     /// Deletes committed offsets (tombstones in `__consumer_offsets`).
@@ -186,12 +189,12 @@ impl Coordinator {
         partitions: Vec<(String, i32)>,
     ) -> Result<(), i16> {
         let entries = partitions.into_iter().map(|tp| (tp, None)).collect();
-        self.write(node, group, entries).await
+        self.write_offsets(node, group, entries, false).await
     }
 
-    /// Deletes a group with no members: its offsets and its actor. Kafka's error code if it cannot.
+    /// Deletes a group with no members: its offsets, its metadata and its actor. Kafka's error
+    /// code if it cannot.
     pub async fn delete_group(&self, node: &Node, group: &str) -> i16 {
-        use kafka_protocol::error::ResponseError;
         if !self.exists(group) {
             return ResponseError::GroupIdNotFound.code();
         }
@@ -202,8 +205,12 @@ impl Coordinator {
         {
             return ResponseError::NonEmptyGroup.code();
         }
-        let partitions: Vec<(String, i32)> = self.committed(group).into_keys().collect();
-        if let Err(code) = self.delete_offsets(node, group, partitions).await {
+        let entries = self
+            .committed(group)
+            .into_keys()
+            .map(|tp| (tp, None))
+            .collect();
+        if let Err(code) = self.write_offsets(node, group, entries, true).await {
             return code;
         }
         self.offsets
@@ -218,37 +225,31 @@ impl Coordinator {
         0
     }
 
-    async fn write(
+    /// Appends offset records (a `None` deletes), and with `delete_group` the group's tombstone,
+    /// in one batch; then updates what OffsetFetch sees.
+    async fn write_offsets(
         &self,
         node: &Node,
         group: &str,
         entries: Vec<((String, i32), Option<Committed>)>,
+        delete_group: bool,
     ) -> Result<(), i16> {
-        if entries.is_empty() {
+        if entries.is_empty() && !delete_group {
             return Ok(());
         }
-        let topic = node
-            .topic(OFFSETS_TOPIC)
-            .ok_or(kafka_protocol::error::ResponseError::CoordinatorNotAvailable.code())?;
-        let partition = partition_for(group, topic.partitions.len());
-        let partition = node
-            .partition(&topic, partition)
-            .ok_or(kafka_protocol::error::ResponseError::NotCoordinator.code())?;
-        let now = i64::try_from(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis()),
-        )
-        .unwrap_or(0);
-        let records: Vec<Record> = entries
+        let partition = log_partition(node, group)?;
+        let now = now_ms();
+        let mut records: Vec<(Bytes, Option<Bytes>)> = entries
             .iter()
-            .enumerate()
-            .map(|(i, ((topic, p), c))| {
-                let key = OffsetKey {
-                    group: group.to_string(),
-                    topic: topic.clone(),
-                    partition: *p,
-                };
+            .map(|((topic, p), c)| {
+                let key = records::key(
+                    OFFSET_RECORD,
+                    &OffsetKey {
+                        group: group.to_string(),
+                        topic: topic.clone(),
+                        partition: *p,
+                    },
+                );
                 let value = c.as_ref().map(|c| {
                     Bytes::from(
                         OffsetValue {
@@ -260,31 +261,13 @@ impl Coordinator {
                         .encode_to_vec(),
                     )
                 });
-                let mut k = vec![OFFSET_RECORD];
-                k.extend_from_slice(&key.encode_to_vec());
-                internal_record(i, now, Bytes::from(k), value)
+                (key, value)
             })
             .collect();
-        let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(
-            &mut buf,
-            &records,
-            &RecordEncodeOptions {
-                version: 2,
-                compression: Compression::None,
-            },
-        )
-        .map_err(|_| kafka_protocol::error::ResponseError::UnknownServerError.code())?;
-        let payload = buf.freeze();
-        let count = u32::try_from(records.len()).unwrap_or(u32::MAX);
-        let epoch = partition.leader_epoch;
-        partition
-            .stream
-            .append_with(count, payload.len(), |base| {
-                batch::assign_offsets(&payload, base.get(), epoch)
-            })
-            .await
-            .map_err(|e| crate::error::storage_code(&e))?;
+        if delete_group {
+            records.push((group_key(group), None));
+        }
+        append(&partition, records).await?;
         let mut all = self.offsets.lock().unwrap_or_else(PoisonError::into_inner);
         let map = all.entry(group.to_string()).or_default();
         for (tp, c) in entries {
@@ -296,12 +279,13 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Rebuilds committed offsets from `__consumer_offsets` (at start-up).
-    pub async fn load(&self, node: &Node) -> Result<usize, weir_storage::StorageError> {
+    /// Rebuilds committed offsets and groups from `__consumer_offsets` (at start-up). Returns the
+    /// number of offsets and of groups restored.
+    pub async fn load(&self, node: &Node) -> Result<(usize, usize), weir_storage::StorageError> {
         let Some(topic) = node.topic(OFFSETS_TOPIC) else {
-            return Ok(0);
+            return Ok((0, 0));
         };
-        let mut loaded = 0;
+        let mut groups: HashMap<String, Option<GroupValue>> = HashMap::new();
         for index in 0..topic.partitions.len() {
             let Some(partition) = node.partition(&topic, i32::try_from(index).unwrap_or(0)) else {
                 continue;
@@ -320,40 +304,70 @@ impl Coordinator {
                         continue;
                     };
                     for record in sets.iter().flat_map(|s| &s.records) {
-                        loaded += usize::from(self.apply(record));
+                        self.apply(record, &mut groups);
                     }
                 }
             }
         }
-        Ok(loaded)
+        let offsets = self
+            .offsets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .map(BTreeMap::len)
+            .sum();
+        let mut restored = 0;
+        for (id, value) in groups {
+            let Some(value) = value else { continue };
+            if let Err(code) = self.group_from(node, &id, Some(value)) {
+                tracing::warn!(group = %id, code, "group not restored");
+            } else {
+                restored += 1;
+            }
+        }
+        Ok((offsets, restored))
     }
 
-    fn apply(&self, record: &Record) -> bool {
-        let Some(key) = &record.key else { return false };
-        if key.first() != Some(&OFFSET_RECORD) {
-            return false;
-        }
-        let Ok(key) = OffsetKey::decode(&key[1..]) else {
-            return false;
-        };
-        let mut all = self.offsets.lock().unwrap_or_else(PoisonError::into_inner);
-        let map = all.entry(key.group.clone()).or_default();
-        match record.value.as_ref().map(|v| OffsetValue::decode(&v[..])) {
-            Some(Ok(v)) => {
-                map.insert(
-                    (key.topic, key.partition),
-                    Committed {
-                        offset: v.offset,
-                        leader_epoch: v.leader_epoch,
-                        metadata: v.metadata,
-                    },
-                );
+    fn apply(&self, record: &Record, groups: &mut HashMap<String, Option<GroupValue>>) {
+        let Some(key) = &record.key else { return };
+        match key.first() {
+            Some(&OFFSET_RECORD) => {
+                let Ok(key) = OffsetKey::decode(&key[1..]) else {
+                    return;
+                };
+                let mut all = self.offsets.lock().unwrap_or_else(PoisonError::into_inner);
+                let map = all.entry(key.group.clone()).or_default();
+                match record.value.as_ref().map(|v| OffsetValue::decode(&v[..])) {
+                    Some(Ok(v)) => {
+                        map.insert(
+                            (key.topic, key.partition),
+                            Committed {
+                                offset: v.offset,
+                                leader_epoch: v.leader_epoch,
+                                metadata: v.metadata,
+                            },
+                        );
+                    }
+                    _ => {
+                        map.remove(&(key.topic, key.partition));
+                        if map.is_empty() {
+                            all.remove(&key.group);
+                        }
+                    }
+                }
             }
-            _ => {
-                map.remove(&(key.topic, key.partition));
+            Some(&GROUP_RECORD) => {
+                let Ok(key) = GroupKey::decode(&key[1..]) else {
+                    return;
+                };
+                let value = record
+                    .value
+                    .as_ref()
+                    .and_then(|v| GroupValue::decode(&v[..]).ok());
+                groups.insert(key.group, value);
             }
+            _ => {}
         }
-        true
     }
 }
 
@@ -361,6 +375,98 @@ impl Coordinator {
 pub fn partition_for(group: &str, partitions: usize) -> i32 {
     let hash = crc32c::crc32c(group.as_bytes()) as usize;
     i32::try_from(hash % partitions.max(1)).unwrap_or(0)
+}
+
+/// The open `__consumer_offsets` partition holding the group's records.
+fn log_partition(node: &Node, group: &str) -> Result<Partition, i16> {
+    let topic = node
+        .topic(OFFSETS_TOPIC)
+        .ok_or(ResponseError::CoordinatorNotAvailable.code())?;
+    let index = partition_for(group, topic.partitions.len());
+    node.partition(&topic, index)
+        .ok_or(ResponseError::NotCoordinator.code())
+}
+
+fn group_key(group: &str) -> Bytes {
+    records::key(
+        GROUP_RECORD,
+        &GroupKey {
+            group: group.to_string(),
+        },
+    )
+}
+
+/// A group's metadata writes, in the order the group made them.
+#[derive(Debug)]
+pub struct GroupLog {
+    tx: mpsc::UnboundedSender<(GroupValue, Option<i32>)>,
+}
+
+impl GroupLog {
+    /// Queues the group's state for appending. With `generation`, the group hears back with
+    /// [`Msg::Persisted`] once the record is durable (or failed). False if the writer is gone.
+    pub(crate) fn write(&self, value: GroupValue, generation: Option<i32>) -> bool {
+        self.tx.send((value, generation)).is_ok()
+    }
+}
+
+/// Starts the task appending a group's metadata records one after the other (so a later state
+/// never lands before an earlier one); it stops when the group does.
+fn spawn_writer(group: String, partition: Partition, back: mpsc::WeakSender<Msg>) -> GroupLog {
+    let (tx, mut rx) = mpsc::unbounded_channel::<(GroupValue, Option<i32>)>();
+    tokio::spawn(async move {
+        while let Some((value, generation)) = rx.recv().await {
+            let record = (group_key(&group), Some(Bytes::from(value.encode_to_vec())));
+            let result = append(&partition, vec![record]).await;
+            if let Err(code) = result {
+                tracing::warn!(group = %group, code, "group metadata not stored");
+            }
+            if let (Some(generation), Some(back)) = (generation, back.upgrade()) {
+                let _ = back.send(Msg::Persisted { generation, result }).await;
+            }
+        }
+    });
+    GroupLog { tx }
+}
+
+/// Appends records to a `__consumer_offsets` partition as one batch; durable when it returns.
+async fn append(partition: &Partition, entries: Vec<(Bytes, Option<Bytes>)>) -> Result<(), i16> {
+    let now = now_ms();
+    let records: Vec<Record> = entries
+        .into_iter()
+        .enumerate()
+        .map(|(i, (key, value))| internal_record(i, now, key, value))
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .map_err(|_| ResponseError::UnknownServerError.code())?;
+    let payload = buf.freeze();
+    let count = u32::try_from(records.len()).unwrap_or(u32::MAX);
+    let epoch = partition.leader_epoch;
+    partition
+        .stream
+        .append_with(count, payload.len(), |base| {
+            batch::assign_offsets(&payload, base.get(), epoch)
+        })
+        .await
+        .map_err(|e| crate::error::storage_code(&e))?;
+    Ok(())
+}
+
+pub(crate) fn now_ms() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis()),
+    )
+    .unwrap_or(0)
 }
 
 fn internal_record(i: usize, timestamp: i64, key: Bytes, value: Option<Bytes>) -> Record {
