@@ -19,6 +19,7 @@ pub(crate) fn storage_code(e: &StorageError) -> i16 {
         StorageError::Metadata(MetadataError::UnknownStream(_)) => {
             ResponseError::UnknownTopicOrPartition
         }
+        StorageError::Metadata(MetadataError::Fenced { .. }) => ResponseError::NotLeaderOrFollower,
         StorageError::Closed(_) => ResponseError::NotLeaderOrFollower,
         _ => ResponseError::KafkaStorageError,
     };

@@ -371,3 +371,228 @@ async fn partitions_and_configs_can_be_changed() {
     );
     server.shutdown().await.unwrap();
 }
+
+/// DeleteRecords moves the log start: earliest offsets and consumers from the beginning start
+/// there, before and after a restart; refusals get Kafka's codes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_records_moves_the_log_start() {
+    use rdkafka::TopicPartitionList;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use rdkafka::{Message, Offset};
+
+    common::init_logging();
+    let dir = tempfile::tempdir().unwrap();
+    let server = weir_broker::Server::start(common::config(dir.path(), |_| {}))
+        .await
+        .unwrap();
+    let node = server.node();
+    node.create_topic("trim", 2, BTreeMap::new()).await.unwrap();
+    let compact = BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
+    node.create_topic("keyed", 1, compact).await.unwrap();
+    let bootstrap = server.kafka_addr().to_string();
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("linger.ms", "20")
+        .create()
+        .unwrap();
+    let sends: Vec<_> = (0..10)
+        .map(|i| {
+            let value = format!("v{i}");
+            let producer = producer.clone();
+            async move {
+                let record = FutureRecord::<(), _>::to("trim")
+                    .partition(0)
+                    .payload(&value);
+                producer
+                    .send(record, std::time::Duration::from_secs(10))
+                    .await
+            }
+        })
+        .collect();
+    for sent in futures::future::join_all(sends).await {
+        sent.unwrap();
+    }
+
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .unwrap();
+    let mut list = TopicPartitionList::new();
+    list.add_partition_offset("trim", 0, Offset::Offset(4))
+        .unwrap();
+    list.add_partition_offset("trim", 1, Offset::Offset(1))
+        .unwrap(); // past its end (0)
+    list.add_partition_offset("trim", 7, Offset::Offset(0))
+        .unwrap();
+    list.add_partition_offset("keyed", 0, Offset::Offset(0))
+        .unwrap();
+    let result = admin
+        .delete_records(&list, &AdminOptions::new())
+        .await
+        .unwrap();
+    let outcome: BTreeMap<(String, i32), Result<i64, String>> = result
+        .elements()
+        .iter()
+        .map(|e| {
+            let r = match e.error() {
+                Ok(()) => Ok(e.offset().to_raw().unwrap()),
+                Err(err) => Err(format!("{err:?}")),
+            };
+            ((e.topic().to_string(), e.partition()), r)
+        })
+        .collect();
+    assert_eq!(outcome[&("trim".to_string(), 0)], Ok(4), "{outcome:?}");
+    let refused = |key: (&str, i32), code: &str| {
+        let r = &outcome[&(key.0.to_string(), key.1)];
+        assert!(
+            r.as_ref().is_err_and(|e| e.contains(code)),
+            "{key:?}: {r:?}"
+        );
+    };
+    refused(("trim", 1), "OffsetOutOfRange");
+    // librdkafka refuses a partition it does not know before asking (Local: Unknown partition).
+    refused(("trim", 7), "Unknown");
+    refused(("keyed", 0), "PolicyViolation");
+    // On the wire, without the client's own check: an unknown partition, a negative offset.
+    let addr = server.kafka_addr();
+    let codes = tokio::task::spawn_blocking(move || {
+        use kafka_protocol::messages::delete_records_request::{
+            DeleteRecordsPartition, DeleteRecordsTopic,
+        };
+        use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
+        let request = DeleteRecordsRequest::default().with_topics(vec![
+            DeleteRecordsTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str("trim")))
+                .with_partitions(vec![
+                    DeleteRecordsPartition::default()
+                        .with_partition_index(7)
+                        .with_offset(0),
+                    DeleteRecordsPartition::default()
+                        .with_partition_index(0)
+                        .with_offset(-5),
+                ]),
+        ]);
+        let mut raw = Raw::connect_to(addr);
+        let mut r = raw.request(ApiKey::DeleteRecords, 2, &request).unwrap();
+        let response = DeleteRecordsResponse::decode(&mut r, 2).unwrap();
+        response.topics[0]
+            .partitions
+            .iter()
+            .map(|p| p.error_code)
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        codes,
+        vec![3, 1],
+        "UNKNOWN_TOPIC_OR_PARTITION, OFFSET_OUT_OF_RANGE"
+    );
+
+    let check = move |bootstrap: String| {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("group.id", "trim-check")
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .unwrap();
+        let timeout = std::time::Duration::from_secs(10);
+        let marks = consumer.fetch_watermarks("trim", 0, timeout).unwrap();
+        let mut assign = TopicPartitionList::new();
+        assign
+            .add_partition_offset("trim", 0, Offset::Beginning)
+            .unwrap();
+        consumer.assign(&assign).unwrap();
+        let first = loop {
+            if let Some(m) = consumer.poll(timeout) {
+                let m = m.unwrap();
+                break (m.offset(), m.payload().unwrap().to_vec());
+            }
+        };
+        (marks, first)
+    };
+    let b = bootstrap.clone();
+    let (marks, first) = tokio::task::spawn_blocking(move || check(b)).await.unwrap();
+    assert_eq!(marks, (4, 10));
+    assert_eq!(
+        first,
+        (4, b"v4".to_vec()),
+        "consumption starts at the new start"
+    );
+    drop((producer, admin));
+    server.shutdown().await.unwrap();
+
+    let server = weir_broker::Server::start(common::config(dir.path(), |_| {}))
+        .await
+        .unwrap();
+    let b = server.kafka_addr().to_string();
+    let (marks, first) = tokio::task::spawn_blocking(move || check(b)).await.unwrap();
+    assert_eq!(marks, (4, 10), "the start offset survives a restart");
+    assert_eq!(first, (4, b"v4".to_vec()));
+    server.shutdown().await.unwrap();
+}
+
+/// DescribeTopicPartitions pages through partitions with a cursor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_topic_partitions_pages_with_a_cursor() {
+    use kafka_protocol::messages::describe_topic_partitions_request::TopicRequest;
+    use kafka_protocol::messages::{
+        DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse,
+    };
+    let node = InProcess::start().await;
+    node.server
+        .node()
+        .create_topic("a", 3, BTreeMap::new())
+        .await
+        .unwrap();
+    node.server
+        .node()
+        .create_topic("b", 2, BTreeMap::new())
+        .await
+        .unwrap();
+    let addr = node.server.kafka_addr();
+    tokio::task::spawn_blocking(move || {
+        let mut raw = Raw::connect_to(addr);
+        let name = |n: &str| TopicName(StrBytes::from_string(n.to_string()));
+        let mut request = DescribeTopicPartitionsRequest::default()
+            .with_topics(vec![
+                TopicRequest::default().with_name(name("b")),
+                TopicRequest::default().with_name(name("a")),
+                TopicRequest::default().with_name(name("nope")),
+            ])
+            .with_response_partition_limit(2);
+        let mut pages = Vec::new();
+        loop {
+            let mut r = raw
+                .request(ApiKey::DescribeTopicPartitions, 0, &request)
+                .unwrap();
+            let response = DescribeTopicPartitionsResponse::decode(&mut r, 0).unwrap();
+            for t in &response.topics {
+                let parts: Vec<i32> = t.partitions.iter().map(|p| p.partition_index).collect();
+                pages.push((t.name.as_ref().unwrap().to_string(), t.error_code, parts));
+            }
+            match response.next_cursor {
+                Some(cursor) => request.cursor = Some(
+                    kafka_protocol::messages::describe_topic_partitions_request::Cursor::default()
+                        .with_topic_name(cursor.topic_name)
+                        .with_partition_index(cursor.partition_index),
+                ),
+                None => break,
+            }
+        }
+        assert_eq!(
+            pages,
+            vec![
+                ("a".to_string(), 0, vec![0, 1]),
+                ("a".to_string(), 0, vec![2]),
+                ("b".to_string(), 0, vec![0]),
+                ("b".to_string(), 0, vec![1]),
+                ("nope".to_string(), 3, vec![]),
+            ]
+        );
+    })
+    .await
+    .unwrap();
+    node.server.shutdown().await.unwrap();
+}

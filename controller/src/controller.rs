@@ -16,8 +16,8 @@ use weir_storage::{MetadataError, NewObject, ObjectSlice, StreamDescriptor, Stre
 use crate::ControllerError;
 use crate::log::MetaLog;
 use crate::records::{
-    Counters, Kind, PartitionsAdded, Record, StreamCreated, StreamOpened, TopicConfigsSet,
-    TopicCreated, TopicDeleted,
+    Counters, Kind, PartitionsAdded, Record, StreamCreated, StreamOpened, StreamTrimmed,
+    TopicConfigsSet, TopicCreated, TopicDeleted,
 };
 use crate::state::{State, Topic, commit_record};
 
@@ -266,6 +266,28 @@ impl StreamMetadata for Controller {
 
     async fn close_stream(&self, stream: StreamId, epoch: Epoch) -> Result<(), MetadataError> {
         weir_storage::check_close(&self.stream_descriptor(stream)?, epoch)
+    }
+
+    async fn trim_stream(
+        &self,
+        stream: StreamId,
+        epoch: Epoch,
+        start: Offset,
+    ) -> Result<(), MetadataError> {
+        let mut writer = self.log.lock().await;
+        let current = self.stream_descriptor(stream)?;
+        weir_storage::check_close(&current, epoch)?;
+        if start <= current.start_offset {
+            return Ok(());
+        }
+        let record = Kind::StreamTrimmed(StreamTrimmed {
+            stream: stream.get(),
+            start_offset: start.get(),
+        })
+        .into();
+        self.commit(&mut writer, vec![record])
+            .await
+            .map_err(Self::unavailable)
     }
 
     async fn describe_stream(&self, stream: StreamId) -> Result<StreamDescriptor, MetadataError> {

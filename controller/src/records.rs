@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Record {
     /// What changed.
-    #[prost(oneof = "Kind", tags = "1, 2, 3, 4, 5, 6, 7, 8")]
+    #[prost(oneof = "Kind", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9")]
     pub kind: Option<Kind>,
 }
 
@@ -39,6 +39,20 @@ pub enum Kind {
     /// Partitions were added to a topic.
     #[prost(message, tag = "8")]
     PartitionsAdded(PartitionsAdded),
+    /// A stream's log start offset advanced.
+    #[prost(message, tag = "9")]
+    StreamTrimmed(StreamTrimmed),
+}
+
+/// A stream's new log start offset (it only grows).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StreamTrimmed {
+    /// The stream.
+    #[prost(uint64, tag = "1")]
+    pub stream: u64,
+    /// Nothing below this offset is readable.
+    #[prost(uint64, tag = "2")]
+    pub start_offset: u64,
 }
 
 /// A topic's explicit configs, replaced as a whole.

@@ -12,7 +12,7 @@ use weir_storage::{ObjectDescriptor, ObjectKind, ObjectSlice, StreamDescriptor};
 
 use crate::records::{
     CommittedObject, CommittedRange, Counters, Kind, ObjectsCommitted, Record, StreamCreated,
-    StreamOpened, TopicCreated,
+    StreamOpened, StreamTrimmed, TopicCreated,
 };
 
 /// A topic.
@@ -134,6 +134,11 @@ impl State {
                     }
                 }
             }
+            Kind::StreamTrimmed(t) => {
+                if let Some(stream) = self.streams.get_mut(&StreamId(t.stream)) {
+                    stream.start = stream.start.max(Offset(t.start_offset));
+                }
+            }
             Kind::Counters(c) => {
                 self.next_stream_id = self.next_stream_id.max(c.next_stream_id);
                 self.next_object_id = self.next_object_id.max(c.next_object_id);
@@ -194,6 +199,15 @@ impl State {
                         stream: id.get(),
                         epoch: epoch.get(),
                         start_offset: start.get(),
+                    })
+                    .into(),
+                );
+            }
+            if stream.start > Offset(0) {
+                records.push(
+                    Kind::StreamTrimmed(StreamTrimmed {
+                        stream: id.get(),
+                        start_offset: stream.start.get(),
                     })
                     .into(),
                 );

@@ -39,6 +39,7 @@ pub async fn run_all(store: Arc<dyn ObjectStore>) {
         a_closed_stream_opens_elsewhere,
         a_fenced_owner_cannot_commit,
         damaged_objects_are_reported,
+        delete_records_moves_the_log_start,
     );
 }
 
@@ -299,6 +300,56 @@ async fn objects_alone_survive_the_loss_of_the_wal(store: &Arc<dyn ObjectStore>)
             written.last().expect("written").end_offset()
         );
     }
+    storage.shutdown().await.expect("shutdown");
+}
+
+async fn delete_records_moves_the_log_start(store: &Arc<dyn ObjectStore>) {
+    let h = Harness::new(store, "trim");
+    let (storage, _) = h.open().await;
+    let id = storage.create_stream().await.expect("create");
+    let stream = storage.open_stream(id).await.expect("open");
+    let written = append_all(&stream, batches_for(id, 20, 100)).await;
+    storage.flush().await.expect("flush");
+    let written_later = append_all(&stream, batches_for(id, 5, 100)).await;
+    let end = stream.high_watermark();
+    // Inside a batch: that batch stays readable from the new start (clients skip what is below).
+    let new_start = written[5].base_offset.add(1);
+    assert_eq!(
+        stream.delete_records(new_start).await.expect("trim"),
+        new_start
+    );
+    assert_eq!(stream.start_offset(), new_start);
+    assert!(
+        matches!(
+            stream.read(written[4].base_offset, 1 << 20).await,
+            Err(StorageError::OffsetOutOfRange { .. })
+        ),
+        "trim: below the start is out of range"
+    );
+    let mut expected = written[5..].to_vec();
+    expected.extend(written_later.iter().cloned());
+    assert_eq!(read_all(&stream, new_start, 1 << 20).await, expected);
+    assert_eq!(
+        stream.delete_records(Offset(1)).await.expect("no-op"),
+        new_start,
+        "trim: the start never moves back"
+    );
+    assert!(
+        matches!(
+            stream.delete_records(end.add(1)).await,
+            Err(StorageError::OffsetOutOfRange { .. })
+        ),
+        "trim: not past the high watermark"
+    );
+    // A crash: the start offset is metadata, so it holds after recovery.
+    storage.abandon().await.expect("abandon");
+    let (storage, _) = h.open().await;
+    let stream = storage.open_stream(id).await.expect("reopen");
+    assert_eq!(stream.start_offset(), new_start, "trim: survives a restart");
+    assert_eq!(read_all(&stream, new_start, 1 << 20).await, expected);
+    // Up to the end: nothing readable, appends go on.
+    assert_eq!(stream.delete_records(end).await.expect("trim all"), end);
+    assert!(read_all(&stream, end, 1 << 20).await.is_empty());
     storage.shutdown().await.expect("shutdown");
 }
 

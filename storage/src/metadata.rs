@@ -123,6 +123,15 @@ pub trait StreamMetadata: Send + Sync + fmt::Debug {
     /// Gives up ownership taken at `epoch`.
     async fn close_stream(&self, stream: StreamId, epoch: Epoch) -> Result<(), MetadataError>;
 
+    /// Advances the stream's log start offset to `start` (never backwards): nothing below it is
+    /// readable any more (Kafka's DeleteRecords; later, retention). Only the owner at `epoch` may.
+    async fn trim_stream(
+        &self,
+        stream: StreamId,
+        epoch: Epoch,
+        start: Offset,
+    ) -> Result<(), MetadataError>;
+
     /// The stream's current state, without taking ownership.
     async fn describe_stream(&self, stream: StreamId) -> Result<StreamDescriptor, MetadataError>;
 
@@ -172,7 +181,8 @@ pub fn check_commit(
     Ok(())
 }
 
-/// The rule of `close_stream`: only the current owner (the stream's epoch) may close it.
+/// The rule of `close_stream` and `trim_stream`: only the current owner (the stream's epoch) may
+/// close or trim it.
 pub fn check_close(current: &StreamDescriptor, epoch: Epoch) -> Result<(), MetadataError> {
     if current.epoch == epoch {
         Ok(())
@@ -273,6 +283,20 @@ impl StreamMetadata for MemoryMetadata {
 
     async fn close_stream(&self, stream: StreamId, epoch: Epoch) -> Result<(), MetadataError> {
         self.with(|s| check_close(&s.stream(stream)?.descriptor, epoch))
+    }
+
+    async fn trim_stream(
+        &self,
+        stream: StreamId,
+        epoch: Epoch,
+        start: Offset,
+    ) -> Result<(), MetadataError> {
+        self.with(|s| {
+            let d = &mut s.stream(stream)?.descriptor;
+            check_close(d, epoch)?;
+            d.start_offset = d.start_offset.max(start);
+            Ok(())
+        })
     }
 
     async fn describe_stream(&self, stream: StreamId) -> Result<StreamDescriptor, MetadataError> {

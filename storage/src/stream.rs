@@ -190,6 +190,34 @@ impl Stream {
         self.shared.lock().start_offset
     }
 
+    /// Advances the log start offset to `offset` (Kafka's DeleteRecords): records below it are no
+    /// longer readable, now and after a restart. `offset` may be at most the high watermark;
+    /// the start offset never moves back. Returns the start offset after the call.
+    pub async fn delete_records(&self, offset: Offset) -> Result<Offset, StorageError> {
+        let (start, end, epoch) = {
+            let state = self.shared.lock();
+            (state.start_offset, state.durable_end, state.epoch)
+        };
+        if offset > end {
+            return Err(StorageError::OffsetOutOfRange {
+                stream: self.id(),
+                offset,
+                start,
+                end,
+            });
+        }
+        if offset <= start {
+            return Ok(start);
+        }
+        self.inner
+            .metadata
+            .trim_stream(self.id(), epoch, offset)
+            .await?;
+        let mut state = self.shared.lock();
+        state.start_offset = state.start_offset.max(offset);
+        Ok(state.start_offset)
+    }
+
     /// The offset the next append will get.
     pub fn next_offset(&self) -> Offset {
         self.shared.lock().next_offset

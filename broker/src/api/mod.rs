@@ -4,9 +4,11 @@
 mod alter;
 mod api_versions;
 mod create_topics;
+mod delete_records;
 mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
+mod describe_topic_partitions;
 mod fetch;
 mod groups;
 mod list_offsets;
@@ -56,6 +58,11 @@ pub(crate) fn supported() -> Vec<(ApiKey, VersionRange)> {
         (
             ApiKey::IncrementalAlterConfigs,
             IncrementalAlterConfigsRequest::VERSIONS,
+        ),
+        (ApiKey::DeleteRecords, DeleteRecordsRequest::VERSIONS),
+        (
+            ApiKey::DescribeTopicPartitions,
+            DescribeTopicPartitionsRequest::VERSIONS,
         ),
     ]
 }
@@ -135,6 +142,12 @@ pub(crate) async fn handle(
         }
         RequestKind::IncrementalAlterConfigs(r) => {
             ResponseKind::IncrementalAlterConfigs(alter::incremental_alter_configs(node, r).await)
+        }
+        RequestKind::DeleteRecords(r) => {
+            ResponseKind::DeleteRecords(delete_records::handle(node, r).await)
+        }
+        RequestKind::DescribeTopicPartitions(r) => {
+            ResponseKind::DescribeTopicPartitions(describe_topic_partitions::handle(node, r))
         }
         RequestKind::OffsetCommit(r) => ResponseKind::OffsetCommit(offsets::commit(node, r).await),
         RequestKind::OffsetFetch(r) => {

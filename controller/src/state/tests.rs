@@ -141,6 +141,13 @@ fn record_strategy() -> impl Strategy<Value = Record> {
             })
             .into()
         }),
+        (0u64..60, 0u64..80).prop_map(|(stream, start_offset)| {
+            Kind::StreamTrimmed(StreamTrimmed {
+                stream,
+                start_offset,
+            })
+            .into()
+        }),
         (0u64..500, 0u64..500).prop_map(|(a, b)| Kind::Counters(Counters {
             next_stream_id: a,
             next_object_id: b
