@@ -41,6 +41,12 @@ pub struct ServeConfig {
     /// How long a new consumer group waits for more members before its first assignment (Kafka's
     /// `group.initial.rebalance.delay.ms`). Default 3000 ms.
     pub group_initial_rebalance_delay_ms: u64,
+    /// How long a member of a KIP-848 consumer group may go without a heartbeat before it is
+    /// fenced (Kafka's `group.consumer.session.timeout.ms`). Default 45000 ms.
+    pub group_consumer_session_timeout_ms: u64,
+    /// The heartbeat interval KIP-848 members are told to keep (Kafka's
+    /// `group.consumer.heartbeat.interval.ms`). Default 5000 ms.
+    pub group_consumer_heartbeat_interval_ms: u64,
     /// Storage settings.
     pub storage: StorageConfig,
     /// WAL settings.
@@ -63,6 +69,8 @@ impl Default for ServeConfig {
             max_message_bytes: (1 << 20) + 12,
             offsets_topic_partitions: 50,
             group_initial_rebalance_delay_ms: 3000,
+            group_consumer_session_timeout_ms: 45_000,
+            group_consumer_heartbeat_interval_ms: 5_000,
             storage: StorageConfig::default(),
             wal: FileWalConfig::default(),
         }

@@ -45,14 +45,19 @@ impl Node {
         storage: Storage,
         cluster_id: String,
     ) -> Self {
-        let delay = std::time::Duration::from_millis(config.group_initial_rebalance_delay_ms);
+        let ms = std::time::Duration::from_millis;
+        let settings = crate::group::actor::Settings {
+            initial_delay: ms(config.group_initial_rebalance_delay_ms),
+            consumer_session_timeout: ms(config.group_consumer_session_timeout_ms),
+            consumer_heartbeat_interval: ms(config.group_consumer_heartbeat_interval_ms),
+        };
         Self {
             config,
             controller,
             storage,
             open_lock: tokio::sync::Mutex::new(()),
             cluster_id,
-            groups: crate::group::Coordinator::new(delay),
+            groups: crate::group::Coordinator::new(settings),
         }
     }
 

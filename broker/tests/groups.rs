@@ -1,5 +1,6 @@
-//! Consumer groups with librdkafka: members share partitions, a member leaving hands its partitions
-//! to the others, and committed offsets are honoured after a broker restart.
+//! Consumer groups with librdkafka, of the classic protocol and of KIP-848 (`group.protocol=consumer`,
+//! the broker assigns): members share partitions, a member leaving hands its partitions to the
+//! others, and committed offsets are honoured after a broker restart.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -16,17 +17,30 @@ use rdkafka::topic_partition_list::TopicPartitionList;
 const TOPIC: &str = "work";
 const PARTITIONS: i32 = 8;
 
-fn member(bootstrap: &str, name: &str) -> BaseConsumer {
-    let consumer: BaseConsumer = ClientConfig::new()
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Protocol {
+    Classic,
+    Consumer,
+}
+
+fn member(bootstrap: &str, name: &str, protocol: Protocol) -> BaseConsumer {
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", bootstrap)
-        .set("group.id", "workers")
         .set("client.id", name)
         .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .set("session.timeout.ms", "6000")
-        .set("heartbeat.interval.ms", "500")
-        .create()
-        .unwrap();
+        .set("enable.auto.commit", "false");
+    match protocol {
+        // KIP-848 members take their timings from the broker.
+        Protocol::Consumer => config
+            .set("group.id", "workers-848")
+            .set("group.protocol", "consumer"),
+        Protocol::Classic => config
+            .set("group.id", "workers")
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "500"),
+    };
+    let consumer: BaseConsumer = config.create().unwrap();
     consumer.subscribe(&[TOPIC]).unwrap();
     consumer
 }
@@ -78,9 +92,23 @@ fn assigned(consumer: &BaseConsumer) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_share_rebalance_and_resume_from_committed_offsets() {
+    share_rebalance_resume(Protocol::Classic).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kip848_members_share_rebalance_and_resume_from_committed_offsets() {
+    share_rebalance_resume(Protocol::Consumer).await;
+}
+
+fn fast_heartbeats(c: &mut weir_broker::ServeConfig) {
+    c.group_consumer_heartbeat_interval_ms = 300;
+    c.group_consumer_session_timeout_ms = 10_000;
+}
+
+async fn share_rebalance_resume(protocol: Protocol) {
     common::init_logging();
     let dir = tempfile::tempdir().unwrap();
-    let server = weir_broker::Server::start(common::config(dir.path(), |_| {}))
+    let server = weir_broker::Server::start(common::config(dir.path(), fast_heartbeats))
         .await
         .unwrap();
     let bootstrap = server.kafka_addr().to_string();
@@ -93,8 +121,8 @@ async fn members_share_rebalance_and_resume_from_committed_offsets() {
 
     let b = bootstrap.clone();
     let (seen, a) = tokio::task::spawn_blocking(move || {
-        let a = member(&b, "a");
-        let second = member(&b, "b");
+        let a = member(&b, "a", protocol);
+        let second = member(&b, "b", protocol);
         let mut seen = HashSet::new();
         // Both members get a share of the partitions.
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -139,14 +167,14 @@ async fn members_share_rebalance_and_resume_from_committed_offsets() {
     server.shutdown().await.unwrap();
 
     // After a restart, the group resumes from its committed offsets: only new records arrive.
-    let server = weir_broker::Server::start(common::config(dir.path(), |_| {}))
+    let server = weir_broker::Server::start(common::config(dir.path(), fast_heartbeats))
         .await
         .unwrap();
     let bootstrap = server.kafka_addr().to_string();
     produce(&bootstrap, 2000, 2010).await;
     let b = bootstrap.clone();
     let (after, committed) = tokio::task::spawn_blocking(move || {
-        let c = member(&b, "c");
+        let c = member(&b, "c", protocol);
         let mut seen = HashSet::new();
         consume_until(&c, &mut seen, |s| s.len() >= 10);
         // Nothing older shows up a little later either.

@@ -223,10 +223,18 @@ pub(super) async fn leave_group(
 pub(super) async fn list_groups(node: &Node, request: ListGroupsRequest) -> ListGroupsResponse {
     let mut groups = Vec::new();
     for id in node.groups.group_ids() {
-        let (state, protocol_type) = match node.groups.describe(&id).await {
-            Some(view) => (view.state.name(), view.protocol_type),
-            None => ("Empty", "consumer".to_string()),
+        let (state, protocol_type, group_type) = match node.groups.describe(&id).await {
+            Some(view) => (view.state, view.protocol_type, view.group_type),
+            None => ("Empty", "consumer".to_string(), "classic"),
         };
+        if !request.types_filter.is_empty()
+            && !request
+                .types_filter
+                .iter()
+                .any(|f| f.eq_ignore_ascii_case(group_type))
+        {
+            continue;
+        }
         if !request.states_filter.is_empty()
             && !request
                 .states_filter
@@ -240,7 +248,7 @@ pub(super) async fn list_groups(node: &Node, request: ListGroupsRequest) -> List
                 .with_group_id(GroupId(s(&id)))
                 .with_protocol_type(s(&protocol_type))
                 .with_group_state(s(state))
-                .with_group_type(s("classic")),
+                .with_group_type(s(group_type)),
         );
     }
     ListGroupsResponse::default().with_groups(groups)
@@ -255,7 +263,7 @@ pub(super) async fn describe_groups(
         let described = DescribedGroup::default().with_group_id(id.clone());
         groups.push(match node.groups.describe(&id.0).await {
             Some(view) => described
-                .with_group_state(s(view.state.name()))
+                .with_group_state(s(view.state))
                 .with_protocol_type(s(&view.protocol_type))
                 .with_protocol_data(s(&view.protocol))
                 .with_members(

@@ -3,6 +3,7 @@
 
 mod alter;
 mod api_versions;
+mod consumer_group;
 mod create_topics;
 mod delete_records;
 mod delete_topics;
@@ -60,6 +61,10 @@ pub(crate) fn supported() -> Vec<(ApiKey, VersionRange)> {
             IncrementalAlterConfigsRequest::VERSIONS,
         ),
         (ApiKey::DeleteRecords, DeleteRecordsRequest::VERSIONS),
+        (
+            ApiKey::ConsumerGroupHeartbeat,
+            ConsumerGroupHeartbeatRequest::VERSIONS,
+        ),
         (
             ApiKey::DescribeTopicPartitions,
             DescribeTopicPartitionsRequest::VERSIONS,
@@ -143,6 +148,9 @@ pub(crate) async fn handle(
         RequestKind::IncrementalAlterConfigs(r) => {
             ResponseKind::IncrementalAlterConfigs(alter::incremental_alter_configs(node, r).await)
         }
+        RequestKind::ConsumerGroupHeartbeat(r) => ResponseKind::ConsumerGroupHeartbeat(
+            consumer_group::heartbeat(node, header, r, version).await,
+        ),
         RequestKind::DeleteRecords(r) => {
             ResponseKind::DeleteRecords(delete_records::handle(node, r).await)
         }

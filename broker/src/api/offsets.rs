@@ -23,6 +23,15 @@ pub(super) async fn commit(node: &Node, request: OffsetCommitRequest) -> OffsetC
             &group,
             request.generation_id_or_member_epoch,
             &request.member_id,
+            request
+                .topics
+                .iter()
+                .flat_map(|t| {
+                    t.partitions
+                        .iter()
+                        .map(|p| (t.name.0.to_string(), p.partition_index))
+                })
+                .collect(),
         )
         .await;
     let mut accepted = Vec::new();
@@ -149,10 +158,24 @@ pub(super) async fn fetch(
             .collect();
         return OffsetFetchResponse::default().with_topics(topics);
     }
-    let groups = request
-        .groups
-        .into_iter()
-        .map(|g| {
+    let mut groups = Vec::with_capacity(request.groups.len());
+    for g in request.groups {
+        // v9: a KIP-848 member fetches under its member epoch.
+        if version >= 9 {
+            let code = node
+                .groups
+                .check_fetch(&g.group_id.0, g.member_id.as_deref(), g.member_epoch)
+                .await;
+            if code != 0 {
+                groups.push(
+                    OffsetFetchResponseGroup::default()
+                        .with_group_id(g.group_id)
+                        .with_error_code(code),
+                );
+                continue;
+            }
+        }
+        groups.push({
             let wanted = g.topics.map(|ts| {
                 ts.into_iter()
                     .map(|t| (t.name.0.to_string(), t.partition_indexes))
@@ -185,7 +208,7 @@ pub(super) async fn fetch(
             OffsetFetchResponseGroup::default()
                 .with_group_id(g.group_id)
                 .with_topics(topics)
-        })
-        .collect();
+        });
+    }
     OffsetFetchResponse::default().with_groups(groups)
 }

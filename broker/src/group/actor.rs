@@ -2,10 +2,12 @@
 //! group is a message to it, so its state has a single writer and its timers (rebalance deadline,
 //! session expiry, initial delay) live in the same loop.
 //!
-//! States follow Kafka's: Empty → PreparingRebalance → CompletingRebalance → Stable, back to
-//! PreparingRebalance whenever a member joins, leaves or expires.
+//! Classic-protocol states follow Kafka's: Empty → PreparingRebalance → CompletingRebalance → Stable,
+//! back to PreparingRebalance whenever a member joins, leaves or expires. A group of the KIP-848
+//! protocol keeps its state in [`ConsumerGroup`]; a group with members speaks one protocol at a time.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,7 +16,19 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::GroupLog;
+use super::consumer::{self, ConsumerGroup, TopicIndex};
 use super::records::{GroupValue, MemberValue};
+
+/// Settings every group of a coordinator shares.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Kafka's `group.initial.rebalance.delay.ms` (classic groups).
+    pub initial_delay: Duration,
+    /// Kafka's `group.consumer.session.timeout.ms` (KIP-848 groups).
+    pub consumer_session_timeout: Duration,
+    /// Kafka's `group.consumer.heartbeat.interval.ms` (KIP-848 groups).
+    pub consumer_heartbeat_interval: Duration,
+}
 
 /// Group states, named as Kafka names them in ListGroups/DescribeGroups.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,7 +95,10 @@ pub struct MemberView {
 /// The group as ListGroups and DescribeGroups show it.
 #[derive(Debug, Clone)]
 pub struct GroupView {
-    pub state: GroupState,
+    /// Kafka's state name.
+    pub state: &'static str,
+    /// `classic` or `consumer` (KIP-848).
+    pub group_type: &'static str,
     pub protocol_type: String,
     pub protocol: String,
     pub generation: i32,
@@ -111,6 +128,20 @@ pub enum Msg {
     CheckCommit {
         generation: i32,
         member_id: String,
+        /// The partitions committed (topic name, partition).
+        partitions: Vec<(String, i32)>,
+        reply: oneshot::Sender<i16>,
+    },
+    /// A KIP-848 heartbeat.
+    ConsumerHeartbeat {
+        heartbeat: consumer::Heartbeat,
+        topics: Arc<TopicIndex>,
+        reply: oneshot::Sender<Result<consumer::Answer, consumer::Refusal>>,
+    },
+    /// May this member fetch offsets (OffsetFetch v9 of a KIP-848 member)?
+    CheckFetch {
+        member_id: Option<String>,
+        member_epoch: i32,
         reply: oneshot::Sender<i16>,
     },
     Describe(oneshot::Sender<GroupView>),
@@ -147,9 +178,13 @@ pub struct Group {
     /// Member ids handed out with MEMBER_ID_REQUIRED, until they join or expire.
     pending: HashMap<String, Instant>,
     rebalance_deadline: Option<Instant>,
-    initial_delay: Duration,
+    settings: Settings,
+    /// The group's KIP-848 side.
+    consumer: ConsumerGroup,
     /// Where the group's state is recorded.
     log: GroupLog,
+    /// The group's own mailbox, for answers from its writer.
+    back: mpsc::WeakSender<Msg>,
     /// The leader's assignment is being made durable; syncs wait for it.
     persisting: bool,
 }
@@ -160,7 +195,12 @@ const ERR_REBALANCING: i16 = ResponseError::RebalanceInProgress.code();
 
 impl Group {
     /// A new, empty group.
-    pub fn new(id: String, initial_delay: Duration, log: GroupLog) -> Group {
+    pub fn new(
+        id: String,
+        settings: Settings,
+        log: GroupLog,
+        back: mpsc::WeakSender<Msg>,
+    ) -> Group {
         Group {
             id,
             state: GroupState::Empty,
@@ -171,8 +211,10 @@ impl Group {
             members: BTreeMap::new(),
             pending: HashMap::new(),
             rebalance_deadline: None,
-            initial_delay,
+            settings,
+            consumer: ConsumerGroup::default(),
             log,
+            back,
             persisting: false,
         }
     }
@@ -181,11 +223,15 @@ impl Group {
     /// full session to heartbeat again), or Empty. Clients carry on with their generation.
     pub(crate) fn restore(
         id: String,
-        initial_delay: Duration,
+        settings: Settings,
         log: GroupLog,
+        back: mpsc::WeakSender<Msg>,
         value: GroupValue,
     ) -> Group {
-        let mut group = Group::new(id, initial_delay, log);
+        let mut group = Group::new(id, settings, log, back);
+        if let Some(c) = value.consumer {
+            group.consumer = ConsumerGroup::restore(c, settings.consumer_session_timeout);
+        }
         group.generation = value.generation;
         group.protocol_type = Some(value.protocol_type).filter(|t| !t.is_empty());
         group.protocol = value.protocol;
@@ -243,6 +289,7 @@ impl Group {
                     assignment: m.assignment.clone(),
                 })
                 .collect(),
+            consumer: (self.consumer.epoch() > 0).then(|| self.consumer.snapshot()),
         }
     }
 
@@ -254,8 +301,9 @@ impl Group {
             .unwrap_or_default()
     }
 
-    /// The group became empty: record it (its generation must survive a restart).
-    fn record_empty(&self) {
+    /// Records the group's state without waiting (an emptied classic group's generation, a
+    /// KIP-848 group after a member was fenced).
+    fn record(&self) {
         if !self.log.write(self.snapshot(), None) {
             tracing::warn!(group = %self.id, "group metadata writer gone");
         }
@@ -283,10 +331,14 @@ impl Group {
             .map(|m| m.expires)
             .chain(self.pending.values().copied())
             .min();
-        match (expiry, self.rebalance_deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            expiry,
+            self.rebalance_deadline,
+            self.consumer.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     fn handle(&mut self, msg: Msg) {
@@ -317,14 +369,33 @@ impl Group {
             Msg::CheckCommit {
                 generation,
                 member_id,
+                partitions,
                 reply,
             } => {
-                let _ = reply.send(self.check_commit(generation, &member_id));
+                let _ = reply.send(self.check_commit(generation, &member_id, &partitions));
             }
             Msg::Describe(reply) => {
                 let _ = reply.send(self.view());
             }
             Msg::Persisted { generation, result } => self.persisted(generation, result),
+            Msg::ConsumerHeartbeat {
+                heartbeat,
+                topics,
+                reply,
+            } => self.consumer_heartbeat(heartbeat, &topics, reply),
+            Msg::CheckFetch {
+                member_id,
+                member_epoch,
+                reply,
+            } => {
+                let code = if self.consumer.is_empty() {
+                    0
+                } else {
+                    self.consumer
+                        .check_fetch(member_id.as_deref(), member_epoch)
+                };
+                let _ = reply.send(code);
+            }
         }
     }
 
@@ -338,6 +409,7 @@ impl Group {
             });
         };
         if join.protocols.is_empty()
+            || !self.consumer.is_empty()
             || (!self.members.is_empty()
                 && self.protocol_type.as_deref() != Some(join.protocol_type.as_str()))
             || !self.shares_a_protocol(&join.protocols)
@@ -443,7 +515,7 @@ impl Group {
             .unwrap_or(Duration::from_secs(60));
         // A new group waits a moment for more members (Kafka's group.initial.rebalance.delay.ms).
         let wait = if was_empty {
-            self.initial_delay.min(timeout)
+            self.settings.initial_delay.min(timeout)
         } else {
             timeout
         };
@@ -468,7 +540,7 @@ impl Group {
             self.state = GroupState::Empty;
             self.leader = None;
             self.generation += 1;
-            self.record_empty();
+            self.record();
             return;
         }
         self.generation += 1;
@@ -575,7 +647,15 @@ impl Group {
                     }
                     // Members learn their assignment once the group's record is durable, as on Kafka.
                     self.persisting = true;
-                    if !self.log.write(self.snapshot(), Some(self.generation)) {
+                    let (back, generation) = (self.back.clone(), self.generation);
+                    let after = move |result| {
+                        if let Some(back) = back.upgrade() {
+                            tokio::spawn(async move {
+                                let _ = back.send(Msg::Persisted { generation, result }).await;
+                            });
+                        }
+                    };
+                    if !self.log.write(self.snapshot(), Some(Box::new(after))) {
                         self.persisted(
                             self.generation,
                             Err(ResponseError::CoordinatorNotAvailable.code()),
@@ -668,7 +748,7 @@ impl Group {
                     self.state = GroupState::Empty;
                     self.leader = None;
                     self.persisting = false;
-                    self.record_empty();
+                    self.record();
                 } else {
                     self.prepare_rebalance();
                 }
@@ -678,7 +758,52 @@ impl Group {
         }
     }
 
-    fn check_commit(&self, generation: i32, member_id: &str) -> i16 {
+    fn consumer_heartbeat(
+        &mut self,
+        heartbeat: consumer::Heartbeat,
+        topics: &TopicIndex,
+        reply: oneshot::Sender<Result<consumer::Answer, consumer::Refusal>>,
+    ) {
+        if !self.members.is_empty() {
+            let _ = reply.send(Err((
+                ResponseError::GroupIdNotFound.code(),
+                format!("group {} is a classic group with members", self.id),
+            )));
+            return;
+        }
+        let before = self.consumer.snapshot();
+        let answer = self.consumer.heartbeat(
+            heartbeat,
+            topics,
+            self.settings.consumer_session_timeout,
+            Instant::now(),
+        );
+        if answer.is_err() || self.consumer.snapshot() == before {
+            let _ = reply.send(answer);
+            return;
+        }
+        // As on Kafka, the member hears of its new state once the group's record is durable.
+        let after = move |result: Result<(), i16>| {
+            let _ = reply.send(match result {
+                Ok(()) => answer,
+                Err(code) => Err((code, "the group's state could not be stored".to_string())),
+            });
+        };
+        if !self.log.write(self.snapshot(), Some(Box::new(after))) {
+            tracing::warn!(group = %self.id, "group metadata writer gone");
+        }
+    }
+
+    fn check_commit(&self, generation: i32, member_id: &str, partitions: &[(String, i32)]) -> i16 {
+        if !self.consumer.is_empty() {
+            let code = self
+                .consumer
+                .check_commit(member_id, generation, partitions);
+            if code != 0 {
+                tracing::debug!(group = %self.id, member = member_id, epoch = generation, code, "commit refused");
+            }
+            return code;
+        }
         if generation < 0 && member_id.is_empty() {
             // A "simple" consumer (assign, no group membership) may commit while the group is empty.
             return if self.members.is_empty() {
@@ -716,11 +841,36 @@ impl Group {
         for id in expired {
             self.remove_member(&id, "session expired");
         }
+        if self.consumer.expire(now) {
+            self.record();
+        }
     }
 
     fn view(&self) -> GroupView {
+        if self.members.is_empty() && self.consumer.epoch() > 0 {
+            return GroupView {
+                state: self.consumer.state(),
+                group_type: "consumer",
+                protocol_type: "consumer".to_string(),
+                protocol: String::new(),
+                generation: self.consumer.epoch(),
+                members: self
+                    .consumer
+                    .members()
+                    .into_iter()
+                    .map(|(member_id, instance_id, client_id, _)| MemberView {
+                        member_id,
+                        instance_id,
+                        client_id,
+                        metadata: Bytes::new(),
+                        assignment: Bytes::new(),
+                    })
+                    .collect(),
+            };
+        }
         GroupView {
-            state: self.state,
+            state: self.state.name(),
+            group_type: "classic",
             protocol_type: self.protocol_type.clone().unwrap_or_default(),
             protocol: self.protocol.clone().unwrap_or_default(),
             generation: self.generation,

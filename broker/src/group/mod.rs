@@ -7,11 +7,11 @@
 //! another broker. In `weir serve` this node owns every partition, so it coordinates every group.
 
 pub mod actor;
+pub mod consumer;
 pub(crate) mod records;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, PoisonError};
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::error::ResponseError;
@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::batch;
 use crate::node::{Node, Partition};
-use actor::{Group, GroupView, Msg};
+use actor::{Group, GroupView, Msg, Settings};
 use records::{GROUP_RECORD, GroupKey, GroupValue, OFFSET_RECORD, OffsetKey, OffsetValue};
 
 /// The internal topic holding committed offsets and group metadata.
@@ -44,18 +44,22 @@ type Offsets = HashMap<String, BTreeMap<(String, i32), Committed>>;
 pub struct Coordinator {
     groups: Mutex<HashMap<String, mpsc::Sender<Msg>>>,
     offsets: Mutex<Offsets>,
-    initial_delay: Duration,
+    settings: Settings,
 }
 
 impl Coordinator {
-    /// A coordinator whose new groups wait `initial_delay` for more members before the first
-    /// assignment (Kafka's `group.initial.rebalance.delay.ms`).
-    pub fn new(initial_delay: Duration) -> Self {
+    /// A coordinator whose groups share these settings.
+    pub fn new(settings: Settings) -> Self {
         Self {
             groups: Mutex::new(HashMap::new()),
             offsets: Mutex::new(HashMap::new()),
-            initial_delay,
+            settings,
         }
+    }
+
+    /// The settings groups share.
+    pub fn settings(&self) -> Settings {
+        self.settings
     }
 
     /// The group's actor, started (empty) on first use; a Kafka error code if this node cannot
@@ -76,10 +80,11 @@ impl Coordinator {
         }
         let partition = log_partition(node, id)?;
         let (tx, rx) = mpsc::channel(256);
-        let log = spawn_writer(id.to_string(), partition, tx.downgrade());
+        let log = spawn_writer(id.to_string(), partition);
+        let back = tx.downgrade();
         let group = match restored {
-            Some(value) => Group::restore(id.to_string(), self.initial_delay, log, value),
-            None => Group::new(id.to_string(), self.initial_delay, log),
+            Some(value) => Group::restore(id.to_string(), self.settings, log, back, value),
+            None => Group::new(id.to_string(), self.settings, log, back),
         };
         tokio::spawn(group.run(rx));
         groups.insert(id.to_string(), tx.clone());
@@ -135,23 +140,50 @@ impl Coordinator {
         rx.await.ok()
     }
 
-    /// Asks the group whether a commit may proceed; a Kafka error code.
+    /// Asks the group whether a commit of these partitions may proceed; a Kafka error code.
     pub async fn check_commit(
         &self,
         node: &Node,
         id: &str,
         generation: i32,
         member_id: &str,
+        partitions: Vec<(String, i32)>,
     ) -> i16 {
         let (reply, rx) = oneshot::channel();
         let msg = Msg::CheckCommit {
             generation,
             member_id: member_id.to_string(),
+            partitions,
             reply,
         };
         let tx = match self.group(node, id) {
             Ok(tx) => tx,
             Err(code) => return code,
+        };
+        if tx.send(msg).await.is_err() {
+            return ResponseError::CoordinatorNotAvailable.code();
+        }
+        rx.await
+            .unwrap_or(ResponseError::CoordinatorNotAvailable.code())
+    }
+
+    /// Asks a KIP-848 group whether a member may fetch offsets (OffsetFetch v9); a Kafka error
+    /// code. Groups that do not exist and classic groups accept.
+    pub async fn check_fetch(&self, id: &str, member_id: Option<&str>, member_epoch: i32) -> i16 {
+        let Some(tx) = self
+            .groups
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(id)
+            .cloned()
+        else {
+            return 0;
+        };
+        let (reply, rx) = oneshot::channel();
+        let msg = Msg::CheckFetch {
+            member_id: member_id.map(str::to_string),
+            member_epoch,
+            reply,
         };
         if tx.send(msg).await.is_err() {
             return ResponseError::CoordinatorNotAvailable.code();
@@ -396,33 +428,41 @@ fn group_key(group: &str) -> Bytes {
     )
 }
 
+/// What to do once a group record is durable (or could not be written).
+pub(crate) type AfterWrite = Box<dyn FnOnce(Result<(), i16>) + Send>;
+
 /// A group's metadata writes, in the order the group made them.
-#[derive(Debug)]
 pub struct GroupLog {
-    tx: mpsc::UnboundedSender<(GroupValue, Option<i32>)>,
+    tx: mpsc::UnboundedSender<(GroupValue, Option<AfterWrite>)>,
+}
+
+impl std::fmt::Debug for GroupLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupLog").finish_non_exhaustive()
+    }
 }
 
 impl GroupLog {
-    /// Queues the group's state for appending. With `generation`, the group hears back with
-    /// [`Msg::Persisted`] once the record is durable (or failed). False if the writer is gone.
-    pub(crate) fn write(&self, value: GroupValue, generation: Option<i32>) -> bool {
-        self.tx.send((value, generation)).is_ok()
+    /// Queues the group's state for appending; `after` runs once it is durable (or failed).
+    /// False if the writer is gone.
+    pub(crate) fn write(&self, value: GroupValue, after: Option<AfterWrite>) -> bool {
+        self.tx.send((value, after)).is_ok()
     }
 }
 
 /// Starts the task appending a group's metadata records one after the other (so a later state
 /// never lands before an earlier one); it stops when the group does.
-fn spawn_writer(group: String, partition: Partition, back: mpsc::WeakSender<Msg>) -> GroupLog {
-    let (tx, mut rx) = mpsc::unbounded_channel::<(GroupValue, Option<i32>)>();
+fn spawn_writer(group: String, partition: Partition) -> GroupLog {
+    let (tx, mut rx) = mpsc::unbounded_channel::<(GroupValue, Option<AfterWrite>)>();
     tokio::spawn(async move {
-        while let Some((value, generation)) = rx.recv().await {
+        while let Some((value, after)) = rx.recv().await {
             let record = (group_key(&group), Some(Bytes::from(value.encode_to_vec())));
             let result = append(&partition, vec![record]).await;
             if let Err(code) = result {
                 tracing::warn!(group = %group, code, "group metadata not stored");
             }
-            if let (Some(generation), Some(back)) = (generation, back.upgrade()) {
-                let _ = back.send(Msg::Persisted { generation, result }).await;
+            if let Some(after) = after {
+                after(result);
             }
         }
     });

@@ -59,6 +59,74 @@ pub(crate) struct GroupValue {
     pub(crate) timestamp_ms: i64,
     #[prost(message, repeated, tag = "6")]
     pub(crate) members: Vec<MemberValue>,
+    /// Set for a group of the KIP-848 protocol (then the classic fields are unused).
+    #[prost(message, optional, tag = "7")]
+    pub(crate) consumer: Option<ConsumerGroupValue>,
+}
+
+/// A KIP-848 consumer group: epochs, members, their assignments and targets.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct ConsumerGroupValue {
+    #[prost(int32, tag = "1")]
+    pub(crate) epoch: i32,
+    #[prost(int32, tag = "2")]
+    pub(crate) assignment_epoch: i32,
+    #[prost(message, repeated, tag = "3")]
+    pub(crate) members: Vec<ConsumerMemberValue>,
+    /// The subscribed topics when the target assignment was computed.
+    #[prost(message, repeated, tag = "4")]
+    pub(crate) subscribed_topics: Vec<TopicMetaValue>,
+}
+
+/// A member of a [`ConsumerGroupValue`].
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct ConsumerMemberValue {
+    #[prost(string, tag = "1")]
+    pub(crate) member_id: String,
+    #[prost(int32, tag = "2")]
+    pub(crate) epoch: i32,
+    #[prost(int32, tag = "3")]
+    pub(crate) previous_epoch: i32,
+    #[prost(string, optional, tag = "4")]
+    pub(crate) instance_id: Option<String>,
+    #[prost(string, optional, tag = "5")]
+    pub(crate) rack_id: Option<String>,
+    #[prost(string, tag = "6")]
+    pub(crate) client_id: String,
+    #[prost(uint32, tag = "7")]
+    pub(crate) rebalance_timeout_ms: u32,
+    #[prost(string, repeated, tag = "8")]
+    pub(crate) subscribed: Vec<String>,
+    #[prost(string, optional, tag = "9")]
+    pub(crate) regex: Option<String>,
+    #[prost(string, optional, tag = "10")]
+    pub(crate) assignor: Option<String>,
+    #[prost(message, repeated, tag = "11")]
+    pub(crate) assigned: Vec<TopicPartitionsValue>,
+    #[prost(message, repeated, tag = "12")]
+    pub(crate) revoking: Vec<TopicPartitionsValue>,
+    #[prost(message, repeated, tag = "13")]
+    pub(crate) target: Vec<TopicPartitionsValue>,
+}
+
+/// Partitions of one topic.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct TopicPartitionsValue {
+    #[prost(bytes = "vec", tag = "1")]
+    pub(crate) topic_id: Vec<u8>,
+    #[prost(int32, repeated, tag = "2")]
+    pub(crate) partitions: Vec<i32>,
+}
+
+/// A topic as the assignor saw it.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct TopicMetaValue {
+    #[prost(string, tag = "1")]
+    pub(crate) name: String,
+    #[prost(bytes = "vec", tag = "2")]
+    pub(crate) id: Vec<u8>,
+    #[prost(int32, tag = "3")]
+    pub(crate) partitions: i32,
 }
 
 /// A member of a [`GroupValue`].
@@ -121,6 +189,7 @@ mod tests {
                 subscription: bytes::Bytes::from_static(b"s"),
                 assignment: bytes::Bytes::from_static(b"a"),
             }],
+            consumer: None,
         };
         let bytes = v.encode_to_vec();
         assert_eq!(

@@ -1,0 +1,155 @@
+//! ConsumerGroupHeartbeat (KIP-848): the broker-side assignment protocol. Requests are checked as
+//! Kafka checks them, then handed to the group's actor (state machine in `group::consumer`).
+
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::consumer_group_heartbeat_response::{Assignment, TopicPartitions};
+use kafka_protocol::messages::{
+    ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse, RequestHeader,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::group::actor::Msg;
+use crate::group::consumer::{self, TopicIndex};
+use crate::node::Node;
+
+pub(super) async fn heartbeat(
+    node: &Node,
+    header: &RequestHeader,
+    request: ConsumerGroupHeartbeatRequest,
+    version: i16,
+) -> ConsumerGroupHeartbeatResponse {
+    let refuse = |code: ResponseError, message: String| {
+        ConsumerGroupHeartbeatResponse::default()
+            .with_error_code(code.code())
+            .with_error_message(Some(StrBytes::from_string(message)))
+    };
+    if let Err(message) = check(&request, version) {
+        return refuse(ResponseError::InvalidRequest, message);
+    }
+    let mut member_id = request.member_id.to_string();
+    if member_id.is_empty() {
+        member_id = uuid::Uuid::new_v4().to_string(); // v0: the broker names new members
+    }
+    let owned = request.topic_partitions.map(|tps| {
+        tps.into_iter()
+            .map(|tp| (tp.topic_id, tp.partitions.into_iter().collect()))
+            .collect()
+    });
+    let heartbeat = consumer::Heartbeat {
+        member_id,
+        member_epoch: request.member_epoch,
+        instance_id: request.instance_id.map(|i| i.to_string()),
+        rack_id: request.rack_id.map(|r| r.to_string()),
+        client_id: header
+            .client_id
+            .as_ref()
+            .map(|c| c.to_string())
+            .unwrap_or_default(),
+        rebalance_timeout_ms: request.rebalance_timeout_ms,
+        subscribed_topic_names: request
+            .subscribed_topic_names
+            .map(|names| names.into_iter().map(|n| n.0.to_string()).collect()),
+        subscribed_topic_regex: request.subscribed_topic_regex.map(|r| r.to_string()),
+        server_assignor: request.server_assignor.map(|a| a.to_string()),
+        owned,
+    };
+    let topics: TopicIndex = node
+        .topics()
+        .into_iter()
+        .map(|t| {
+            let n = i32::try_from(t.partitions.len()).unwrap_or(i32::MAX);
+            (t.name, (t.id, n))
+        })
+        .collect();
+    let topics = Arc::new(topics);
+    let tx = match node.groups.group(node, &request.group_id.0) {
+        Ok(tx) => tx,
+        Err(code) => {
+            return ConsumerGroupHeartbeatResponse::default().with_error_code(code);
+        }
+    };
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    let msg = Msg::ConsumerHeartbeat {
+        heartbeat,
+        topics,
+        reply,
+    };
+    let unavailable = || {
+        ConsumerGroupHeartbeatResponse::default()
+            .with_error_code(ResponseError::CoordinatorNotAvailable.code())
+    };
+    if tx.send(msg).await.is_err() {
+        return unavailable();
+    }
+    let Ok(answer) = rx.await else {
+        return unavailable();
+    };
+    let interval = node.groups.settings().consumer_heartbeat_interval;
+    match answer {
+        Ok(answer) => ConsumerGroupHeartbeatResponse::default()
+            .with_member_id(Some(StrBytes::from_string(answer.member_id)))
+            .with_member_epoch(answer.member_epoch)
+            .with_heartbeat_interval_ms(i32::try_from(interval.as_millis()).unwrap_or(i32::MAX))
+            .with_assignment(answer.assignment.map(|a| {
+                Assignment::default().with_topic_partitions(
+                    a.into_iter()
+                        .map(|(topic, partitions)| {
+                            TopicPartitions::default()
+                                .with_topic_id(topic)
+                                .with_partitions(partitions.into_iter().collect())
+                        })
+                        .collect(),
+                )
+            })),
+        Err((code, message)) => ConsumerGroupHeartbeatResponse::default()
+            .with_error_code(code)
+            .with_error_message(Some(StrBytes::from_string(message))),
+    }
+}
+
+/// Kafka's request checks (`throwIfConsumerGroupHeartbeatRequestIsInvalid`).
+fn check(request: &ConsumerGroupHeartbeatRequest, version: i16) -> Result<(), String> {
+    if request.group_id.0.is_empty() {
+        return Err("GroupId can't be empty.".to_string());
+    }
+    if request.instance_id.as_ref().is_some_and(|i| i.is_empty()) {
+        return Err("InstanceId can't be empty.".to_string());
+    }
+    if request.rack_id.as_ref().is_some_and(|r| r.is_empty()) {
+        return Err("RackId can't be empty.".to_string());
+    }
+    if version >= 1 && request.member_id.is_empty() {
+        return Err("MemberId can't be empty.".to_string());
+    }
+    match request.member_epoch {
+        0 => {
+            if request.rebalance_timeout_ms == -1 {
+                return Err("RebalanceTimeoutMs must be provided in first request.".to_string());
+            }
+            if request
+                .topic_partitions
+                .as_ref()
+                .is_some_and(|t| !t.is_empty())
+            {
+                return Err("TopicPartitions must be empty when (re-)joining.".to_string());
+            }
+            if request.subscribed_topic_names.is_none() && request.subscribed_topic_regex.is_none()
+            {
+                return Err(
+                    "SubscribedTopicNames or SubscribedTopicRegex must be set in first request."
+                        .to_string(),
+                );
+            }
+        }
+        -1 | -2 => {}
+        e if e < 0 => return Err(format!("MemberEpoch {e} is invalid.")),
+        _ => {
+            if request.member_id.is_empty() {
+                return Err("MemberId can't be empty.".to_string());
+            }
+        }
+    }
+    Ok(())
+}
