@@ -35,8 +35,9 @@ pub(crate) async fn serve(node: Arc<Node>, socket: TcpStream, peer: SocketAddr) 
     let max_frame = node.config.max_frame_bytes;
     let reader = tokio::spawn(read_frames(reader, tx, max_frame, peer));
     let mut writer = BufWriter::new(writer);
+    let client = api::Client { peer };
     while let Some(frame) = rx.recv().await {
-        match process(&node, frame).await {
+        match process(&node, &client, frame).await {
             Outcome::Respond(body) => {
                 let len = u32::try_from(body.len()).unwrap_or(u32::MAX);
                 let written = async {
@@ -85,7 +86,7 @@ async fn read_frames(
     }
 }
 
-async fn process(node: &Node, frame: Bytes) -> Outcome {
+async fn process(node: &Node, client: &api::Client, frame: Bytes) -> Outcome {
     if frame.len() < 8 {
         return Outcome::Close(format!(
             "frame of {} bytes has no request header",
@@ -121,7 +122,7 @@ async fn process(node: &Node, frame: Bytes) -> Outcome {
         Err(e) => return Outcome::Close(format!("malformed {key:?} v{version} request: {e}")),
     };
     tracing::debug!(api = ?key, version, correlation_id, client = ?header.client_id, "request");
-    let Some(response) = api::handle(node, &header, request).await else {
+    let Some(response) = api::handle(node, client, &header, request).await else {
         return Outcome::Silent;
     };
     let mut out = BytesMut::new();

@@ -263,6 +263,7 @@ async fn group_state_survives_a_restart() {
         assert_eq!(group.members.len(), 1);
         assert_eq!(group.members[0].member_id.to_string(), member2);
         assert_eq!(&group.members[0].member_assignment[..], b"mine");
+        assert_eq!(group.members[0].client_host.to_string(), "/127.0.0.1");
         // The member carries on with its generation: no rebalance, same assignment.
         assert_eq!(heartbeat(&mut raw, &member2, generation), 0);
         assert_eq!(

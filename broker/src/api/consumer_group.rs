@@ -16,6 +16,7 @@ use crate::node::Node;
 
 pub(super) async fn heartbeat(
     node: &Node,
+    client: &super::Client,
     header: &RequestHeader,
     request: ConsumerGroupHeartbeatRequest,
     version: i16,
@@ -47,6 +48,7 @@ pub(super) async fn heartbeat(
             .as_ref()
             .map(|c| c.to_string())
             .unwrap_or_default(),
+        client_host: client.host(),
         rebalance_timeout_ms: request.rebalance_timeout_ms,
         subscribed_topic_names: request
             .subscribed_topic_names

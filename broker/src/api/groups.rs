@@ -67,6 +67,7 @@ fn millis(ms: i32) -> Duration {
 
 pub(super) async fn join_group(
     node: &Node,
+    client: &super::Client,
     header: &RequestHeader,
     request: JoinGroupRequest,
     version: i16,
@@ -87,6 +88,7 @@ pub(super) async fn join_group(
             .client_id
             .as_ref()
             .map_or_else(String::new, |c| c.to_string()),
+        client_host: client.host(),
         session_timeout: session,
         // v0 has no rebalance timeout: it is the session timeout.
         rebalance_timeout: if version >= 1 {
@@ -274,6 +276,7 @@ pub(super) async fn describe_groups(
                                 .with_member_id(s(&m.member_id))
                                 .with_group_instance_id(m.instance_id.map(|i| s(&i)))
                                 .with_client_id(s(&m.client_id))
+                                .with_client_host(s(&m.client_host))
                                 .with_member_metadata(m.metadata)
                                 .with_member_assignment(m.assignment)
                         })

@@ -25,6 +25,20 @@ use crate::node::Node;
 
 pub(crate) use api_versions::unsupported_version_response;
 
+/// Who sent a request: what handlers may need of the connection.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Client {
+    /// The connection's remote address.
+    pub(crate) peer: std::net::SocketAddr,
+}
+
+impl Client {
+    /// The client's host as Kafka shows it in group descriptions (`/127.0.0.1`).
+    pub(crate) fn host(&self) -> String {
+        format!("/{}", self.peer.ip())
+    }
+}
+
 /// The APIs served and their version ranges: those of Kafka 4.1 (the `kafka-protocol` crate's), never
 /// a higher minimum. Only what is implemented is listed: clients act on what ApiVersions advertises.
 pub(crate) fn supported() -> Vec<(ApiKey, VersionRange)> {
@@ -83,6 +97,7 @@ pub(crate) fn version_range(key: ApiKey) -> Option<VersionRange> {
 /// Serves one decoded request. `None`: no response is sent (Produce with acks=0).
 pub(crate) async fn handle(
     node: &Node,
+    client: &Client,
     header: &RequestHeader,
     request: RequestKind,
 ) -> Option<ResponseKind> {
@@ -120,7 +135,7 @@ pub(crate) async fn handle(
             ResponseKind::FindCoordinator(groups::find_coordinator(node, r, version))
         }
         RequestKind::JoinGroup(r) => {
-            ResponseKind::JoinGroup(groups::join_group(node, header, r, version).await)
+            ResponseKind::JoinGroup(groups::join_group(node, client, header, r, version).await)
         }
         RequestKind::SyncGroup(r) => {
             ResponseKind::SyncGroup(groups::sync_group(node, r, version).await)
@@ -149,7 +164,7 @@ pub(crate) async fn handle(
             ResponseKind::IncrementalAlterConfigs(alter::incremental_alter_configs(node, r).await)
         }
         RequestKind::ConsumerGroupHeartbeat(r) => ResponseKind::ConsumerGroupHeartbeat(
-            consumer_group::heartbeat(node, header, r, version).await,
+            consumer_group::heartbeat(node, client, header, r, version).await,
         ),
         RequestKind::DeleteRecords(r) => {
             ResponseKind::DeleteRecords(delete_records::handle(node, r).await)

@@ -61,6 +61,8 @@ pub struct Join {
     pub member_id: String,
     pub instance_id: Option<String>,
     pub client_id: String,
+    /// The client's address as Kafka shows it (`/127.0.0.1`).
+    pub client_host: String,
     pub session_timeout: Duration,
     pub rebalance_timeout: Duration,
     pub protocol_type: String,
@@ -88,6 +90,7 @@ pub struct MemberView {
     pub member_id: String,
     pub instance_id: Option<String>,
     pub client_id: String,
+    pub client_host: String,
     pub metadata: Bytes,
     pub assignment: Bytes,
 }
@@ -156,6 +159,7 @@ pub enum Msg {
 struct Member {
     instance_id: Option<String>,
     client_id: String,
+    client_host: String,
     session_timeout: Duration,
     rebalance_timeout: Duration,
     protocols: Vec<(String, Bytes)>,
@@ -248,6 +252,7 @@ impl Group {
                 Member {
                     instance_id: m.instance_id,
                     client_id: m.client_id,
+                    client_host: m.client_host,
                     session_timeout,
                     rebalance_timeout: Duration::from_millis(u64::from(m.rebalance_timeout_ms)),
                     protocols,
@@ -283,6 +288,7 @@ impl Group {
                     member_id: id.clone(),
                     instance_id: m.instance_id.clone(),
                     client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
                     session_timeout_ms: millis(m.session_timeout),
                     rebalance_timeout_ms: millis(m.rebalance_timeout),
                     subscription: self.subscription(m),
@@ -462,6 +468,7 @@ impl Group {
             .or_insert_with(|| Member {
                 instance_id: join.instance_id.clone(),
                 client_id: join.client_id.clone(),
+                client_host: join.client_host.clone(),
                 session_timeout: join.session_timeout,
                 rebalance_timeout: join.rebalance_timeout,
                 protocols: Vec::new(),
@@ -854,18 +861,7 @@ impl Group {
                 protocol_type: "consumer".to_string(),
                 protocol: String::new(),
                 generation: self.consumer.epoch(),
-                members: self
-                    .consumer
-                    .members()
-                    .into_iter()
-                    .map(|(member_id, instance_id, client_id, _)| MemberView {
-                        member_id,
-                        instance_id,
-                        client_id,
-                        metadata: Bytes::new(),
-                        assignment: Bytes::new(),
-                    })
-                    .collect(),
+                members: self.consumer.members(),
             };
         }
         GroupView {
@@ -881,6 +877,7 @@ impl Group {
                     member_id: id.clone(),
                     instance_id: m.instance_id.clone(),
                     client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
                     metadata: self.subscription(m),
                     assignment: m.assignment.clone(),
                 })

@@ -44,6 +44,7 @@ pub struct Heartbeat {
     pub instance_id: Option<String>,
     pub rack_id: Option<String>,
     pub client_id: String,
+    pub client_host: String,
     pub rebalance_timeout_ms: i32,
     pub subscribed_topic_names: Option<Vec<String>>,
     pub subscribed_topic_regex: Option<String>,
@@ -72,6 +73,7 @@ struct Member {
     instance_id: Option<String>,
     rack_id: Option<String>,
     client_id: String,
+    client_host: String,
     rebalance_timeout: Duration,
     subscribed: Vec<String>,
     regex: Option<String>,
@@ -123,17 +125,17 @@ impl ConsumerGroup {
         }
     }
 
-    /// Members as DescribeGroups shows them: (member id, instance id, client id, assigned).
-    pub fn members(&self) -> Vec<(String, Option<String>, String, Assignment)> {
+    /// Members as DescribeGroups shows them (no classic metadata or assignment bytes).
+    pub fn members(&self) -> Vec<super::actor::MemberView> {
         self.members
             .iter()
-            .map(|(id, m)| {
-                (
-                    id.clone(),
-                    m.instance_id.clone(),
-                    m.client_id.clone(),
-                    m.assigned.clone(),
-                )
+            .map(|(id, m)| super::actor::MemberView {
+                member_id: id.clone(),
+                instance_id: m.instance_id.clone(),
+                client_id: m.client_id.clone(),
+                client_host: m.client_host.clone(),
+                metadata: bytes::Bytes::new(),
+                assignment: bytes::Bytes::new(),
             })
             .collect()
     }
@@ -198,6 +200,7 @@ impl ConsumerGroup {
                         instance_id: None,
                         rack_id: None,
                         client_id: String::new(),
+                        client_host: String::new(),
                         rebalance_timeout: Duration::ZERO,
                         subscribed: Vec::new(),
                         regex: None,
@@ -255,6 +258,7 @@ impl ConsumerGroup {
             member.rack_id = hb.rack_id;
         }
         member.client_id = hb.client_id;
+        member.client_host = hb.client_host;
         if hb.rebalance_timeout_ms > 0 {
             member.rebalance_timeout =
                 Duration::from_millis(u64::try_from(hb.rebalance_timeout_ms).unwrap_or(0));
@@ -493,6 +497,7 @@ impl ConsumerGroup {
                     instance_id: m.instance_id.clone(),
                     rack_id: m.rack_id.clone(),
                     client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
                     rebalance_timeout_ms: millis(m.rebalance_timeout),
                     subscribed: m.subscribed.clone(),
                     regex: m.regex.clone(),
@@ -540,6 +545,7 @@ impl ConsumerGroup {
                     instance_id: m.instance_id,
                     rack_id: m.rack_id,
                     client_id: m.client_id,
+                    client_host: m.client_host,
                     rebalance_timeout,
                     subscribed: m.subscribed,
                     regex: m.regex,

@@ -107,6 +107,8 @@ pub(crate) struct ConsumerMemberValue {
     pub(crate) revoking: Vec<TopicPartitionsValue>,
     #[prost(message, repeated, tag = "13")]
     pub(crate) target: Vec<TopicPartitionsValue>,
+    #[prost(string, tag = "14")]
+    pub(crate) client_host: String,
 }
 
 /// Partitions of one topic.
@@ -147,6 +149,8 @@ pub(crate) struct MemberValue {
     pub(crate) subscription: bytes::Bytes,
     #[prost(bytes = "bytes", tag = "7")]
     pub(crate) assignment: bytes::Bytes,
+    #[prost(string, tag = "8")]
+    pub(crate) client_host: String,
 }
 
 /// A record key: the kind byte, then the prost key.
@@ -188,6 +192,7 @@ mod tests {
                 rebalance_timeout_ms: 20,
                 subscription: bytes::Bytes::from_static(b"s"),
                 assignment: bytes::Bytes::from_static(b"a"),
+                client_host: String::new(),
             }],
             consumer: None,
         };

@@ -26,6 +26,7 @@ fn hb(
         instance_id: None,
         rack_id: None,
         client_id: "c".to_string(),
+        client_host: "/127.0.0.1".to_string(),
         rebalance_timeout_ms: 30_000,
         subscribed_topic_names: subscribed.map(|s| s.iter().map(|t| t.to_string()).collect()),
         subscribed_topic_regex: None,
