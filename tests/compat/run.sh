@@ -11,7 +11,7 @@ WEIR=${WEIR:-target/debug/weir}
 DATA=$(mktemp -d)
 OUT="$DATA.out"
 # Ports 0: the OS picks free ones and weir prints the bound addresses on its first line.
-WEIR_GROUP_INITIAL_REBALANCE_DELAY_MS=0 RUST_LOG=warn "$WEIR" serve \
+WEIR_GROUP_INITIAL_REBALANCE_DELAY_MS=0 WEIR_GROUP_CONSUMER_HEARTBEAT_INTERVAL_MS=500 RUST_LOG=warn "$WEIR" serve \
   --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --data-dir "$DATA" >"$OUT" &
 PID=$!
 cleanup() { kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; rm -rf "$DATA" "$OUT"; }
