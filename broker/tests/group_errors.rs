@@ -319,3 +319,129 @@ async fn group_state_survives_a_restart() {
     .unwrap();
     server.shutdown().await.unwrap();
 }
+
+fn cg_heartbeat(
+    raw: &mut Raw,
+    group: &str,
+    member: &str,
+    epoch: i32,
+    topics: Option<&[&str]>,
+    assignor: Option<&str>,
+) -> ConsumerGroupHeartbeatResponse {
+    let request = ConsumerGroupHeartbeatRequest::default()
+        .with_group_id(GroupId(s(group)))
+        .with_member_id(s(member))
+        .with_member_epoch(epoch)
+        .with_rebalance_timeout_ms(10_000)
+        .with_server_assignor(assignor.map(s))
+        .with_subscribed_topic_names(topics.map(|t| t.iter().map(|n| TopicName(s(n))).collect()));
+    let mut r = raw
+        .request(ApiKey::ConsumerGroupHeartbeat, 1, &request)
+        .unwrap();
+    ConsumerGroupHeartbeatResponse::decode(&mut r, 1).unwrap()
+}
+
+fn cg_describe(raw: &mut Raw, group: &str) -> consumer_group_describe_response::DescribedGroup {
+    let request = ConsumerGroupDescribeRequest::default().with_group_ids(vec![GroupId(s(group))]);
+    let mut r = raw
+        .request(ApiKey::ConsumerGroupDescribe, 1, &request)
+        .unwrap();
+    ConsumerGroupDescribeResponse::decode(&mut r, 1)
+        .unwrap()
+        .groups
+        .remove(0)
+}
+
+/// KIP-848 on the wire: the broker assigns; refusals carry Kafka's codes; the two protocols do
+/// not mix in one group; the group's epochs and assignments survive a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kip848_groups_on_the_wire() {
+    let node = InProcess::start().await;
+    node.server
+        .node()
+        .create_topic("t", 3, Default::default())
+        .await
+        .unwrap();
+    let addr = node.server.kafka_addr();
+    tokio::task::spawn_blocking(move || {
+        let mut raw = Raw::connect_to(addr);
+        let joined = cg_heartbeat(&mut raw, "g848", "m1", 0, Some(&["t"]), None);
+        assert_eq!(joined.error_code, 0, "{:?}", joined.error_message);
+        assert_eq!(joined.member_epoch, 1);
+        let assigned = joined.assignment.unwrap().topic_partitions;
+        assert_eq!(assigned[0].partitions, vec![0, 1, 2]);
+        let codes = [
+            cg_heartbeat(&mut raw, "g848", "stranger", 1, None, None).error_code,
+            cg_heartbeat(&mut raw, "g848", "m1", 9, None, None).error_code,
+            cg_heartbeat(&mut raw, "g848", "m2", 0, Some(&["t"]), Some("magic")).error_code,
+            cg_heartbeat(&mut raw, "g848", "m2", 0, None, None).error_code,
+            cg_heartbeat(&mut raw, "", "m2", 0, Some(&["t"]), None).error_code,
+        ];
+        // UNKNOWN_MEMBER_ID, FENCED_MEMBER_EPOCH, UNSUPPORTED_ASSIGNOR, INVALID_REQUEST x2
+        assert_eq!(codes, [25, 110, 112, 42, 42]);
+        // A classic member cannot join a KIP-848 group with members.
+        let request = JoinGroupRequest::default()
+            .with_group_id(GroupId(s("g848")))
+            .with_session_timeout_ms(10_000)
+            .with_member_id(s("classic-1"))
+            .with_protocol_type(s("consumer"))
+            .with_protocols(vec![
+                JoinGroupRequestProtocol::default()
+                    .with_name(s("range"))
+                    .with_metadata(Bytes::from_static(b"m")),
+            ]);
+        let mut r = raw.request(ApiKey::JoinGroup, 5, &request).unwrap();
+        assert_eq!(JoinGroupResponse::decode(&mut r, 5).unwrap().error_code, 23);
+        // Described with its members and their assignments.
+        let described = cg_describe(&mut raw, "g848");
+        assert_eq!(described.error_code, 0);
+        assert_eq!(
+            (
+                described.group_state.to_string(),
+                described.group_epoch,
+                described.assignment_epoch
+            ),
+            ("Stable".to_string(), 1, 1)
+        );
+        let member = &described.members[0];
+        assert_eq!(member.client_host.to_string(), "/127.0.0.1");
+        assert_eq!(
+            member.assignment.topic_partitions[0].topic_name.to_string(),
+            "t"
+        );
+        assert_eq!(
+            cg_describe(&mut raw, "nobody").error_code,
+            69,
+            "GROUP_ID_NOT_FOUND"
+        );
+    })
+    .await
+    .unwrap();
+    let InProcess { server, dir } = node;
+    server.shutdown().await.unwrap();
+    let server = weir_broker::Server::start(common::config(dir.path(), |_| {}))
+        .await
+        .unwrap();
+    let addr = server.kafka_addr();
+    tokio::task::spawn_blocking(move || {
+        let mut raw = Raw::connect_to(addr);
+        // The member carries on with its epoch after the restart.
+        let again = cg_heartbeat(&mut raw, "g848", "m1", 1, None, None);
+        assert_eq!((again.error_code, again.member_epoch), (0, 1));
+        let described = cg_describe(&mut raw, "g848");
+        assert_eq!(
+            described.members[0].assignment.topic_partitions[0].partitions,
+            vec![0, 1, 2]
+        );
+        // It leaves; the group is empty.
+        let left = cg_heartbeat(&mut raw, "g848", "m1", -1, None, None);
+        assert_eq!((left.error_code, left.member_epoch), (0, -1));
+        assert_eq!(
+            cg_describe(&mut raw, "g848").group_state.to_string(),
+            "Empty"
+        );
+    })
+    .await
+    .unwrap();
+    server.shutdown().await.unwrap();
+}

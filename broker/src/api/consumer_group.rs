@@ -1,4 +1,4 @@
-//! ConsumerGroupHeartbeat (KIP-848): the broker-side assignment protocol. Requests are checked as
+//! ConsumerGroupHeartbeat and ConsumerGroupDescribe (KIP-848): the broker-side assignment protocol. Requests are checked as
 //! Kafka checks them, then handed to the group's actor (state machine in `group::consumer`).
 
 use std::sync::Arc;
@@ -6,7 +6,8 @@ use std::sync::Arc;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::consumer_group_heartbeat_response::{Assignment, TopicPartitions};
 use kafka_protocol::messages::{
-    ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse, RequestHeader,
+    ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse, ConsumerGroupHeartbeatRequest,
+    ConsumerGroupHeartbeatResponse, RequestHeader, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -154,4 +155,72 @@ fn check(request: &ConsumerGroupHeartbeatRequest, version: i16) -> Result<(), St
         }
     }
     Ok(())
+}
+
+/// ConsumerGroupDescribe: KIP-848 groups with their epochs, members, assignments and targets.
+/// Classic and unknown groups are GROUP_ID_NOT_FOUND, as on Kafka.
+pub(super) async fn describe(
+    node: &Node,
+    request: ConsumerGroupDescribeRequest,
+) -> ConsumerGroupDescribeResponse {
+    use kafka_protocol::messages::consumer_group_describe_response as d;
+    let s = |t: &str| StrBytes::from_string(t.to_string());
+    let partitions = |list: Vec<consumer::NamedPartitions>| {
+        d::Assignment::default().with_topic_partitions(
+            list.into_iter()
+                .map(|(id, name, ps)| {
+                    d::TopicPartitions::default()
+                        .with_topic_id(id)
+                        .with_topic_name(TopicName(s(&name)))
+                        .with_partitions(ps)
+                })
+                .collect(),
+        )
+    };
+    let mut groups = Vec::with_capacity(request.group_ids.len());
+    for id in request.group_ids {
+        let described = d::DescribedGroup::default().with_group_id(id.clone());
+        let view = node.groups.describe(&id.0).await;
+        let Some(group) = view.and_then(|v| v.consumer) else {
+            groups.push(
+                described
+                    .with_error_code(ResponseError::GroupIdNotFound.code())
+                    .with_error_message(Some(s(&format!(
+                        "Group {} is not a consumer group.",
+                        id.0
+                    )))),
+            );
+            continue;
+        };
+        let members = group
+            .members
+            .into_iter()
+            .map(|m| {
+                d::Member::default()
+                    .with_member_id(s(&m.member_id))
+                    .with_instance_id(m.instance_id.as_deref().map(s))
+                    .with_rack_id(m.rack_id.as_deref().map(s))
+                    .with_member_epoch(m.epoch)
+                    .with_client_id(s(&m.client_id))
+                    .with_client_host(s(&m.client_host))
+                    .with_subscribed_topic_names(
+                        m.subscribed.iter().map(|t| TopicName(s(t))).collect(),
+                    )
+                    .with_subscribed_topic_regex(m.regex.as_deref().map(s))
+                    .with_assignment(partitions(m.assigned))
+                    .with_target_assignment(partitions(m.target))
+                    .with_member_type(1) // a consumer of the KIP-848 protocol
+            })
+            .collect();
+        groups.push(
+            described
+                .with_group_state(s(group.state))
+                .with_group_epoch(group.epoch)
+                .with_assignment_epoch(group.assignment_epoch)
+                .with_assignor_name(s(&group.assignor))
+                .with_members(members)
+                .with_authorized_operations(i32::MIN),
+        );
+    }
+    ConsumerGroupDescribeResponse::default().with_groups(groups)
 }

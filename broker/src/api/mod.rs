@@ -80,6 +80,10 @@ pub(crate) fn supported() -> Vec<(ApiKey, VersionRange)> {
             ConsumerGroupHeartbeatRequest::VERSIONS,
         ),
         (
+            ApiKey::ConsumerGroupDescribe,
+            ConsumerGroupDescribeRequest::VERSIONS,
+        ),
+        (
             ApiKey::DescribeTopicPartitions,
             DescribeTopicPartitionsRequest::VERSIONS,
         ),
@@ -166,6 +170,9 @@ pub(crate) async fn handle(
         RequestKind::ConsumerGroupHeartbeat(r) => ResponseKind::ConsumerGroupHeartbeat(
             consumer_group::heartbeat(node, client, header, r, version).await,
         ),
+        RequestKind::ConsumerGroupDescribe(r) => {
+            ResponseKind::ConsumerGroupDescribe(consumer_group::describe(node, r).await)
+        }
         RequestKind::DeleteRecords(r) => {
             ResponseKind::DeleteRecords(delete_records::handle(node, r).await)
         }

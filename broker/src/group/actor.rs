@@ -106,6 +106,8 @@ pub struct GroupView {
     pub protocol: String,
     pub generation: i32,
     pub members: Vec<MemberView>,
+    /// For a KIP-848 group: what ConsumerGroupDescribe shows.
+    pub consumer: Option<consumer::Description>,
 }
 
 /// Messages to the group task.
@@ -862,6 +864,7 @@ impl Group {
                 protocol: String::new(),
                 generation: self.consumer.epoch(),
                 members: self.consumer.members(),
+                consumer: Some(self.consumer.describe()),
             };
         }
         GroupView {
@@ -882,6 +885,7 @@ impl Group {
                     assignment: m.assignment.clone(),
                 })
                 .collect(),
+            consumer: None,
         }
     }
 }

@@ -63,6 +63,34 @@ pub struct Answer {
     pub assignment: Option<Assignment>,
 }
 
+/// Partitions of one topic, named, as ConsumerGroupDescribe shows them.
+pub type NamedPartitions = (Uuid, String, Vec<i32>);
+
+/// A member as ConsumerGroupDescribe shows it.
+#[derive(Debug, Clone)]
+pub struct MemberDescription {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub rack_id: Option<String>,
+    pub epoch: i32,
+    pub client_id: String,
+    pub client_host: String,
+    pub subscribed: Vec<String>,
+    pub regex: Option<String>,
+    pub assigned: Vec<NamedPartitions>,
+    pub target: Vec<NamedPartitions>,
+}
+
+/// The group as ConsumerGroupDescribe shows it.
+#[derive(Debug, Clone)]
+pub struct Description {
+    pub state: &'static str,
+    pub epoch: i32,
+    pub assignment_epoch: i32,
+    pub assignor: String,
+    pub members: Vec<MemberDescription>,
+}
+
 /// A refused heartbeat: Kafka's error code and a message.
 pub type Refusal = (i16, String);
 
@@ -138,6 +166,54 @@ impl ConsumerGroup {
                 assignment: bytes::Bytes::new(),
             })
             .collect()
+    }
+
+    /// The group as ConsumerGroupDescribe shows it.
+    pub fn describe(&self) -> Description {
+        let names: BTreeMap<Uuid, &str> = self
+            .subscribed_topics
+            .iter()
+            .map(|(name, (id, _))| (*id, name.as_str()))
+            .collect();
+        let named = |a: &Assignment| -> Vec<NamedPartitions> {
+            a.iter()
+                .filter(|(_, ps)| !ps.is_empty())
+                .map(|(id, ps)| {
+                    let name = names.get(id).copied().unwrap_or_default().to_string();
+                    (*id, name, ps.iter().copied().collect())
+                })
+                .collect()
+        };
+        Description {
+            state: self.state(),
+            epoch: self.epoch,
+            assignment_epoch: self.assignment_epoch,
+            assignor: self.assignor().to_string(),
+            members: self
+                .members
+                .iter()
+                .map(|(id, m)| MemberDescription {
+                    member_id: id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    rack_id: m.rack_id.clone(),
+                    epoch: m.epoch,
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    subscribed: m.subscribed.clone(),
+                    regex: m.regex.clone(),
+                    assigned: named(&m.assigned),
+                    target: named(self.target.get(id).unwrap_or(&Assignment::new())),
+                })
+                .collect(),
+        }
+    }
+
+    /// The group's assignor: the first member's choice (members of a group agree in practice).
+    fn assignor(&self) -> &str {
+        self.members
+            .values()
+            .find_map(|m| m.assignor.as_deref())
+            .unwrap_or(ASSIGNORS[0])
     }
 
     /// Serves one heartbeat at `now` against the cluster's `topics`.
@@ -404,12 +480,7 @@ impl ConsumerGroup {
             .map(|(id, m)| (id.clone(), self.topics_of(m)))
             .collect();
         let partitions: BTreeMap<Uuid, i32> = self.subscribed_topics.values().copied().collect();
-        // The group's assignor: the first member's choice (members of a group agree in practice).
-        let assignor = self
-            .members
-            .values()
-            .find_map(|m| m.assignor.as_deref())
-            .unwrap_or(ASSIGNORS[0]);
+        let assignor = self.assignor().to_string();
         self.target = if assignor == "range" {
             assign_range(&subscriptions, &partitions)
         } else {
