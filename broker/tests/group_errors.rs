@@ -445,3 +445,77 @@ async fn kip848_groups_on_the_wire() {
     .unwrap();
     server.shutdown().await.unwrap();
 }
+
+/// Static membership (group.instance.id): a restarted member rejoins under its instance id and
+/// gets its place back without a rebalance; it leaves by instance id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_static_member_rejoins_without_a_rebalance() {
+    let node = InProcess::start().await;
+    let addr = node.server.kafka_addr();
+    tokio::task::spawn_blocking(move || {
+        let mut raw = Raw::connect_to(addr);
+        let join_static = |raw: &mut Raw, instance: &str| {
+            let request = JoinGroupRequest::default()
+                .with_group_id(GroupId(s("g")))
+                .with_session_timeout_ms(10_000)
+                .with_rebalance_timeout_ms(10_000)
+                .with_member_id(s(""))
+                .with_group_instance_id(Some(s(instance)))
+                .with_protocol_type(s("consumer"))
+                .with_protocols(vec![
+                    JoinGroupRequestProtocol::default()
+                        .with_name(s("range"))
+                        .with_metadata(Bytes::from_static(b"m")),
+                ]);
+            let mut r = raw.request(ApiKey::JoinGroup, 5, &request).unwrap();
+            JoinGroupResponse::decode(&mut r, 5).unwrap()
+        };
+        // Two static members: the leader joins alone first, the second triggers one rebalance.
+        let leader = join_static(&mut raw, "inst-a");
+        assert_eq!(leader.error_code, 0);
+        let a = leader.member_id.to_string();
+        assert_eq!(sync(&mut raw, &a, leader.generation_id, b"a0").0, 0);
+        let mut raw_b = Raw::connect_to(addr);
+        let pending = std::thread::spawn(move || {
+            let joined = join_static(&mut raw_b, "inst-b");
+            (raw_b, joined)
+        });
+        // The leader rejoins for the rebalance the second member started.
+        while describe(&mut raw).group_state.to_string() != "PreparingRebalance" {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let rejoined = join(&mut raw, &a, "range");
+        let (mut raw_b, b_joined) = pending.join().unwrap();
+        assert_eq!((rejoined.error_code, b_joined.error_code), (0, 0));
+        let generation = rejoined.generation_id;
+        let b = b_joined.member_id.to_string();
+        assert_eq!(sync(&mut raw, &a, generation, b"a").0, 0);
+        assert_eq!(sync(&mut raw_b, &b, generation, b"").1, Bytes::new());
+        // "inst-b" restarts: it joins with no member id and gets its place back, same generation.
+        let back = join_static(&mut raw_b, "inst-b");
+        assert_eq!(back.error_code, 0);
+        assert_eq!(back.member_id.to_string(), b);
+        assert_eq!(back.generation_id, generation, "no rebalance");
+        assert_eq!(
+            heartbeat(&mut raw, &a, generation),
+            0,
+            "the leader is undisturbed"
+        );
+        // It leaves by instance id (LeaveGroup v3+).
+        use kafka_protocol::messages::leave_group_request::MemberIdentity;
+        let leave = LeaveGroupRequest::default()
+            .with_group_id(GroupId(s("g")))
+            .with_members(vec![
+                MemberIdentity::default()
+                    .with_member_id(s(""))
+                    .with_group_instance_id(Some(s("inst-b"))),
+            ]);
+        let mut r = raw_b.request(ApiKey::LeaveGroup, 3, &leave).unwrap();
+        let left = LeaveGroupResponse::decode(&mut r, 3).unwrap();
+        assert_eq!((left.error_code, left.members[0].error_code), (0, 0));
+        assert_eq!(describe(&mut raw).members.len(), 1);
+    })
+    .await
+    .unwrap();
+    node.server.shutdown().await.unwrap();
+}
