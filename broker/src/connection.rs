@@ -112,6 +112,7 @@ async fn process(node: &Node, client: &api::Client, frame: Bytes) -> Outcome {
             range.min, range.max
         ));
     }
+    let frame_len = frame.len();
     let mut buf = frame;
     let header = match RequestHeader::decode(&mut buf, key.request_header_version(version)) {
         Ok(h) => h,
@@ -122,7 +123,10 @@ async fn process(node: &Node, client: &api::Client, frame: Bytes) -> Outcome {
         Err(e) => return Outcome::Close(format!("malformed {key:?} v{version} request: {e}")),
     };
     tracing::debug!(api = ?key, version, correlation_id, client = ?header.client_id, "request");
+    let started = std::time::Instant::now();
+    let bytes_in = frame_len;
     let Some(response) = api::handle(node, client, &header, request).await else {
+        crate::metrics::request(key, started.elapsed().as_secs_f64(), bytes_in, 0);
         return Outcome::Silent;
     };
     let mut out = BytesMut::new();
@@ -130,6 +134,7 @@ async fn process(node: &Node, client: &api::Client, frame: Bytes) -> Outcome {
         .with_correlation_id(correlation_id)
         .encode(&mut out, response.header_version(version))
         .and_then(|()| response.encode(&mut out, version));
+    crate::metrics::request(key, started.elapsed().as_secs_f64(), bytes_in, out.len());
     match encoded {
         Ok(()) => Outcome::Respond(out.freeze()),
         Err(e) => {

@@ -6,7 +6,8 @@
 //! - `api`: one route table (which also answers ApiVersions) and one handler per Kafka API;
 //! - [`batch`]: RecordBatch v2 validation and the offset/epoch rewrite;
 //! - [`node`]: the state connections share: controller, storage, partitions;
-//! - `error`: the one mapping from Weir errors to Kafka error codes.
+//! - `error`: the one mapping from Weir errors to Kafka error codes;
+//! - `metrics`: the Prometheus page of the admin listener.
 
 mod api;
 pub mod batch;
@@ -14,6 +15,7 @@ pub mod config;
 mod connection;
 mod error;
 pub mod group;
+mod metrics;
 pub mod node;
 pub mod server;
 pub mod topic_config;

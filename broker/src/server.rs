@@ -41,17 +41,19 @@ impl Server {
     /// Opens the data directory, recovers, and starts serving.
     pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
         config.validate()?;
+        crate::metrics::install();
         let wal_dir = config.data_dir.join("wal");
         let objects_dir = config.data_dir.join("objects");
         std::fs::create_dir_all(&objects_dir)
             .with_context(|| format!("cannot create data directory {}", objects_dir.display()))?;
         // fsync: the uploader trims the WAL once objects are committed, so after a power loss the
         // objects (and the metadata log) must be on disk, not in the page cache.
-        let store: Arc<dyn ObjectStore> = Arc::new(
+        let local: Arc<dyn ObjectStore> = Arc::new(
             LocalFileSystem::new_with_prefix(&objects_dir)
                 .with_context(|| format!("cannot open object store at {}", objects_dir.display()))?
                 .with_fsync(true),
         );
+        let store: Arc<dyn ObjectStore> = Arc::new(weir_storage::MeteredStore::new(local));
         let cluster_id = cluster_id(&store).await?;
         let controller =
             Arc::new(Controller::open(store.clone(), ControllerConfig::default()).await?);
@@ -95,7 +97,14 @@ impl Server {
         let admin_addr = admin_listener.local_addr()?;
         let (stop, stopped) = watch::channel(false);
         let ready = Arc::new(AtomicBool::new(true));
-        let admin = tokio::spawn(serve_admin(admin_listener, ready, stopped.clone()));
+        let admin = tokio::spawn(serve_admin(
+            admin_listener,
+            AdminState {
+                ready,
+                node: node.clone(),
+            },
+            stopped.clone(),
+        ));
         let accept = tokio::spawn(accept_loop(listener, node.clone(), stopped));
         tracing::info!(%kafka_addr, %admin_addr, data_dir = %config.data_dir.display(), "weir serving");
         Ok(Server {
@@ -197,23 +206,40 @@ async fn accept_loop(
     }
 }
 
-async fn ready(State(ready): State<Arc<AtomicBool>>) -> (StatusCode, &'static str) {
-    if ready.load(Ordering::Relaxed) {
+/// What the admin listener's handlers share.
+#[derive(Debug, Clone)]
+struct AdminState {
+    ready: Arc<AtomicBool>,
+    node: Arc<Node>,
+}
+
+async fn ready(State(state): State<AdminState>) -> (StatusCode, &'static str) {
+    if state.ready.load(Ordering::Relaxed) {
         (StatusCode::OK, "ready\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
     }
 }
 
-async fn serve_admin(
-    listener: TcpListener,
-    is_ready: Arc<AtomicBool>,
-    mut stop: watch::Receiver<bool>,
-) {
+/// Prometheus text format.
+async fn metrics_page(
+    State(state): State<AdminState>,
+) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::metrics::render(&state.node),
+    )
+}
+
+async fn serve_admin(listener: TcpListener, state: AdminState, mut stop: watch::Receiver<bool>) {
     let app = Router::new()
         .route("/health/ready", get(ready))
         .route("/health/live", get(|| async { "live\n" }))
-        .with_state(is_ready);
+        .route("/metrics", get(metrics_page))
+        .with_state(state);
     let shutdown = async move {
         let _ = stop.changed().await;
     };

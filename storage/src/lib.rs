@@ -20,6 +20,7 @@ mod config;
 mod error;
 pub mod format;
 mod metadata;
+mod metered;
 mod objects;
 mod storage;
 mod stream;
@@ -35,6 +36,7 @@ pub use metadata::{
     MemoryMetadata, MetadataError, NewObject, ObjectDescriptor, ObjectKind, ObjectSlice,
     StreamDescriptor, StreamMetadata, StreamRange, check_close, check_commit, slices_from,
 };
+pub use metered::MeteredStore;
 pub use objects::object_key;
 pub use storage::{Components, Storage, StorageStats};
 pub use stream::{AppendReceipt, Stream};

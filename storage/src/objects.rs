@@ -44,6 +44,12 @@ pub(crate) struct ObjectReader {
 }
 
 impl ObjectReader {
+    /// Bytes held in the block cache (moka's weighted size, after pending maintenance).
+    pub(crate) fn block_cache_bytes(&self) -> u64 {
+        self.blocks.run_pending_tasks();
+        self.blocks.weighted_size()
+    }
+
     pub(crate) fn new(store: Arc<dyn ObjectStore>, config: &StorageConfig) -> Self {
         let weight = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         Self {

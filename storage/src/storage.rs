@@ -50,6 +50,8 @@ pub struct StorageStats {
     pub block_cache_hits: u64,
     /// Blocks fetched from the object store.
     pub block_cache_misses: u64,
+    /// Bytes held in the block cache.
+    pub block_cache_bytes: u64,
 }
 
 #[derive(Debug, Default)]
@@ -222,6 +224,7 @@ impl Storage {
             get_requests: r.get_requests.load(Ordering::Relaxed),
             block_cache_hits: r.block_hits.load(Ordering::Relaxed),
             block_cache_misses: r.block_misses.load(Ordering::Relaxed),
+            block_cache_bytes: inner.reader.block_cache_bytes(),
         }
     }
 

@@ -264,10 +264,13 @@ impl Stream {
         // dropped (a connection closed mid-request), the high watermark must still move, or the
         // record would stay invisible, un-uploaded, and `close_stream` would wait for it forever.
         let (shared, inner) = (self.shared.clone(), self.inner.clone());
+        let queued_at = std::time::Instant::now();
         let completion = tokio::spawn(async move {
             let outcome = pending.await;
             match &outcome {
                 Ok(_) => {
+                    metrics::histogram!("weir_wal_append_seconds")
+                        .record(queued_at.elapsed().as_secs_f64());
                     shared.mark_durable(receipt.end_offset);
                     inner.on_durable();
                 }

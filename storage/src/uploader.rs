@@ -105,6 +105,7 @@ impl Inner {
         if !small.is_empty() {
             groups.push((ObjectKind::StreamSet, small));
         }
+        let started = std::time::Instant::now();
         let count = u32::try_from(groups.len()).unwrap_or(u32::MAX);
         let first = self.metadata.allocate_object_ids(count).await?;
         let puts = groups.into_iter().enumerate().map(|(i, (kind, group))| {
@@ -135,6 +136,9 @@ impl Inner {
             .fetch_add(objects.len() as u64, Ordering::Relaxed);
         let bytes: u64 = objects.iter().map(|o| o.object.size).sum();
         stats.bytes.fetch_add(bytes, Ordering::Relaxed);
+        metrics::counter!("weir_uploads_total").increment(1);
+        metrics::counter!("weir_upload_bytes_total").increment(bytes);
+        metrics::histogram!("weir_upload_seconds").record(started.elapsed().as_secs_f64());
         tracing::debug!(objects = objects.len(), bytes, "upload committed");
         Ok(objects)
     }

@@ -308,6 +308,9 @@ impl Writer {
         let stats = &self.shared.stats;
         match &result {
             Ok(()) => {
+                metrics::histogram!("weir_wal_group_commit_records")
+                    .record(group.waiters.len() as f64);
+                metrics::histogram!("weir_wal_group_commit_bytes").record(group.buf.len() as f64);
                 stats
                     .records
                     .fetch_add(group.waiters.len() as u64, Ordering::Relaxed);
@@ -360,10 +363,14 @@ impl Writer {
 
     fn sync(&self) -> Result<(), WalError> {
         self.shared.stats.syncs.fetch_add(1, Ordering::Relaxed);
-        self.active
+        let started = std::time::Instant::now();
+        let result = self
+            .active
             .file
             .sync_data()
-            .map_err(|e| WalError::io("fdatasync", &self.active.path, e))
+            .map_err(|e| WalError::io("fdatasync", &self.active.path, e));
+        metrics::histogram!("weir_wal_fsync_seconds").record(started.elapsed().as_secs_f64());
+        result
     }
 
     fn prepare_next_spare(&mut self) {
