@@ -1,15 +1,21 @@
 //! One client connection: frames in, responses out, in request order.
 //!
 //! A reader task reads length-prefixed frames (refusing any above `max_frame_bytes`) into a bounded
-//! queue of `max_in_flight_requests`; this task serves them one at a time, in order, like Kafka, which
-//! processes a connection's requests sequentially. Clients may pipeline: their requests wait in the
-//! queue. Anything that cannot be parsed closes this connection only.
+//! queue of `max_in_flight_requests`; this task serves them in order and writes the responses in
+//! order. Requests are processed one at a time, like Kafka does, with one exception: consecutive
+//! Produce requests are pipelined. Each is validated and its batches queued in the WAL (offsets
+//! assigned) before the next one starts, but the wait for durability overlaps, so pipelined
+//! requests share a group commit instead of paying one fsync each. Any other request first waits
+//! for the Produce requests before it. Anything that cannot be parsed closes this connection only.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader};
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesOrdered;
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
@@ -24,6 +30,8 @@ enum Outcome {
     Respond(Bytes),
     Silent,
     Close(String),
+    /// A Produce whose batches are queued: its outcome once they are durable.
+    Later(BoxFuture<'static, Outcome>),
 }
 
 /// Serves a connection until the client leaves or sends something unparseable.
@@ -36,28 +44,82 @@ pub(crate) async fn serve(node: Arc<Node>, socket: TcpStream, peer: SocketAddr) 
     let reader = tokio::spawn(read_frames(reader, tx, max_frame, peer));
     let mut writer = BufWriter::new(writer);
     let client = api::Client { peer };
-    while let Some(frame) = rx.recv().await {
-        match process(&node, &client, frame).await {
-            Outcome::Respond(body) => {
-                let len = u32::try_from(body.len()).unwrap_or(u32::MAX);
-                let written = async {
-                    writer.write_all(&len.to_be_bytes()).await?;
-                    writer.write_all(&body).await?;
-                    writer.flush().await
-                };
-                if let Err(e) = written.await {
-                    tracing::debug!(%peer, error = %e, "client went away");
-                    break;
+    // Produce requests waiting for durability, in request order.
+    let mut in_flight: FuturesOrdered<BoxFuture<'static, Outcome>> = FuturesOrdered::new();
+    'serve: loop {
+        tokio::select! {
+            biased;
+            Some(outcome) = in_flight.next() => {
+                if !respond(&mut writer, peer, outcome).await {
+                    break 'serve;
                 }
             }
-            Outcome::Silent => {}
-            Outcome::Close(reason) => {
-                tracing::info!(%peer, reason, "closing connection");
-                break;
+            frame = rx.recv(), if in_flight.len() < queue => {
+                let Some(frame) = frame else { break 'serve };
+                if !is_produce(&frame) {
+                    // Every earlier Produce completes (and is answered) first.
+                    while let Some(outcome) = in_flight.next().await {
+                        if !respond(&mut writer, peer, outcome).await {
+                            break 'serve;
+                        }
+                    }
+                }
+                match process(&node, &client, frame).await {
+                    Outcome::Later(pending) => in_flight.push_back(pending),
+                    outcome => {
+                        while let Some(earlier) = in_flight.next().await {
+                            if !respond(&mut writer, peer, earlier).await {
+                                break 'serve;
+                            }
+                        }
+                        if !respond(&mut writer, peer, outcome).await {
+                            break 'serve;
+                        }
+                    }
+                }
             }
+            else => break 'serve,
         }
     }
+    // The client left (or broke the protocol): appends already queued complete on their own.
     reader.abort();
+}
+
+fn is_produce(frame: &[u8]) -> bool {
+    frame.len() >= 2 && i16::from_be_bytes([frame[0], frame[1]]) == ApiKey::Produce as i16
+}
+
+/// Writes one outcome; false when the connection must end.
+async fn respond(
+    writer: &mut BufWriter<tokio::net::tcp::OwnedWriteHalf>,
+    peer: SocketAddr,
+    outcome: Outcome,
+) -> bool {
+    match outcome {
+        Outcome::Respond(body) => {
+            let len = u32::try_from(body.len()).unwrap_or(u32::MAX);
+            let written = async {
+                writer.write_all(&len.to_be_bytes()).await?;
+                writer.write_all(&body).await?;
+                writer.flush().await
+            };
+            if let Err(e) = written.await {
+                tracing::debug!(%peer, error = %e, "client went away");
+                return false;
+            }
+            true
+        }
+        Outcome::Silent => true,
+        Outcome::Close(reason) => {
+            tracing::info!(%peer, reason, "closing connection");
+            false
+        }
+        // `process` never nests a pending outcome in another.
+        Outcome::Later(_) => {
+            tracing::error!(%peer, "nested pending response; closing connection");
+            false
+        }
+    }
 }
 
 async fn read_frames(
@@ -124,8 +186,27 @@ async fn process(node: &Node, client: &api::Client, frame: Bytes) -> Outcome {
     };
     tracing::debug!(api = ?key, version, correlation_id, client = ?header.client_id, "request");
     let started = std::time::Instant::now();
-    let bytes_in = frame_len;
-    let Some(response) = api::handle(node, client, &header, request).await else {
+    match api::handle(node, client, &header, request).await {
+        api::Answer::Now(response) => {
+            encode(key, version, correlation_id, response, started, frame_len)
+        }
+        api::Answer::Later(pending) => Outcome::Later(Box::pin(async move {
+            let response = pending.await;
+            encode(key, version, correlation_id, response, started, frame_len)
+        })),
+    }
+}
+
+/// The response frame (or nothing, for acks=0), with the request's metrics recorded.
+fn encode(
+    key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    response: Option<ResponseKind>,
+    started: std::time::Instant,
+    bytes_in: usize,
+) -> Outcome {
+    let Some(response) = response else {
         crate::metrics::request(key, started.elapsed().as_secs_f64(), bytes_in, 0);
         return Outcome::Silent;
     };

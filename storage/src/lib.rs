@@ -39,4 +39,4 @@ pub use metadata::{
 pub use metered::MeteredStore;
 pub use objects::object_key;
 pub use storage::{Components, Storage, StorageStats};
-pub use stream::{AppendReceipt, Stream};
+pub use stream::{AppendReceipt, Durable, Stream};

@@ -162,6 +162,32 @@ pub struct AppendReceipt {
     pub epoch: Epoch,
 }
 
+/// An append that has its offsets and is queued in the WAL; [`Durable::wait`] returns once it is
+/// durable. Dropping it does not cancel the append (the stream completes it either way).
+#[derive(Debug)]
+pub struct Durable {
+    completion: tokio::task::JoinHandle<Result<weir_wal::WalPosition, weir_wal::WalError>>,
+    receipt: AppendReceipt,
+}
+
+impl Durable {
+    /// The offsets the batch got (not yet readable: they are once durable).
+    pub fn receipt(&self) -> AppendReceipt {
+        self.receipt
+    }
+
+    /// Waits until the batch is durable.
+    pub async fn wait(self) -> Result<AppendReceipt, StorageError> {
+        match self.completion.await {
+            Ok(Ok(_)) => Ok(self.receipt),
+            Ok(Err(e)) => Err(e.into()),
+            Err(e) => Err(StorageError::Closed(format!(
+                "append completion task failed: {e}"
+            ))),
+        }
+    }
+}
+
 /// A handle to an open stream. Cheap to clone; every clone appends to and reads the same stream.
 #[derive(Debug, Clone)]
 pub struct Stream {
@@ -245,6 +271,19 @@ impl Stream {
         len: usize,
         build: impl FnOnce(Offset) -> Bytes,
     ) -> Result<AppendReceipt, StorageError> {
+        self.enqueue(count, len, build).await?.wait().await
+    }
+
+    /// The first half of [`append_with`](Self::append_with): waits out backpressure, gives the
+    /// batch its offsets and queues it in the WAL, then returns without waiting for durability.
+    /// Appends enqueued one after the other get increasing offsets and become durable in that
+    /// order, so a caller may enqueue the next batch (of a pipelined request) right away.
+    pub async fn enqueue(
+        &self,
+        count: u32,
+        len: usize,
+        build: impl FnOnce(Offset) -> Bytes,
+    ) -> Result<Durable, StorageError> {
         if count == 0 {
             return Err(StorageError::InvalidAppend(
                 "a batch covers at least one offset".into(),
@@ -278,13 +317,10 @@ impl Stream {
             }
             outcome
         });
-        match completion.await {
-            Ok(Ok(_)) => Ok(receipt),
-            Ok(Err(e)) => Err(e.into()),
-            Err(e) => Err(StorageError::Closed(format!(
-                "append completion task failed: {e}"
-            ))),
-        }
+        Ok(Durable {
+            completion,
+            receipt,
+        })
     }
 
     fn queue(

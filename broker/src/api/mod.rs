@@ -98,13 +98,22 @@ pub(crate) fn version_range(key: ApiKey) -> Option<VersionRange> {
         .map(|(_, range)| range)
 }
 
-/// Serves one decoded request. `None`: no response is sent (Produce with acks=0).
+/// A handler's answer: now, or (Produce) once its batches are durable. `None`: no response is
+/// sent (Produce with acks=0).
+// Returned once per request and moved once: boxing `Now` would cost an allocation per request.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Answer {
+    Now(Option<ResponseKind>),
+    Later(futures::future::BoxFuture<'static, Option<ResponseKind>>),
+}
+
+/// Serves one decoded request.
 pub(crate) async fn handle(
     node: &Node,
     client: &Client,
     header: &RequestHeader,
     request: RequestKind,
-) -> Option<ResponseKind> {
+) -> Answer {
     let version = header.request_api_version;
     let response = match request {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions::handle()),
@@ -119,11 +128,11 @@ pub(crate) async fn handle(
         }
         RequestKind::Produce(r) => {
             let acks = r.acks;
-            let response = produce::handle(node, r, version).await;
-            if acks == 0 {
-                return None;
-            }
-            ResponseKind::Produce(response)
+            let pending = produce::start(node, r, version).await;
+            return Answer::Later(Box::pin(async move {
+                let response = pending.await;
+                (acks != 0).then_some(ResponseKind::Produce(response))
+            }));
         }
         RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(node, r, version).await),
         RequestKind::OffsetForLeaderEpoch(r) => {
@@ -189,8 +198,8 @@ pub(crate) async fn handle(
         other => {
             // The connection only decodes what `supported` lists.
             tracing::error!(request = ?std::mem::discriminant(&other), "no handler for a decoded request");
-            return None;
+            return Answer::Now(None);
         }
     };
-    Some(response)
+    Answer::Now(Some(response))
 }

@@ -1,21 +1,30 @@
 //! Produce: validate each partition's batches, give them offsets, append, answer once durable.
 //!
-//! All partitions of a request are appended concurrently, so they share the WAL's group commit.
-//! `acks` 0, 1 and all behave the same here (DESIGN.md 4: the high watermark never moves before the
-//! WAL has the data); with acks=0 the connection sends no response.
+//! A request is served in two steps. [`start`] validates every partition's batches and queues
+//! them in their streams (offsets assigned, WAL append queued), in request order; it returns the
+//! second step, a future that waits until they are durable and builds the response. The connection
+//! starts the next pipelined Produce as soon as the first step is done, so consecutive requests
+//! share the WAL's group commit while each partition's batches keep their order. `acks` 0, 1 and
+//! all behave the same here (DESIGN.md 4: the high watermark never moves before the WAL has the
+//! data); with acks=0 the connection sends no response.
 
-use futures::future::join_all;
+use futures::future::{BoxFuture, join_all};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_request::PartitionProduceData;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use weir_controller::Topic;
+use weir_storage::{Durable, Stream};
 
 use crate::batch;
 use crate::error::{batch_code, storage_code};
 use crate::node::Node;
 
-pub(super) async fn handle(node: &Node, request: ProduceRequest, version: i16) -> ProduceResponse {
+/// The second step of a Produce: waits for durability, then answers.
+pub(crate) type Pending = BoxFuture<'static, ProduceResponse>;
+
+/// Validates and queues every batch of the request, in order; returns the wait for durability.
+pub(super) async fn start(node: &Node, request: ProduceRequest, version: i16) -> Pending {
     let mut topics = Vec::with_capacity(request.topic_data.len());
     for data in request.topic_data {
         let topic = if version >= 13 {
@@ -28,20 +37,62 @@ pub(super) async fn handle(node: &Node, request: ProduceRequest, version: i16) -
         } else {
             ResponseError::UnknownTopicOrPartition
         };
-        let partitions = join_all(
-            data.partition_data
-                .into_iter()
-                .map(|p| produce_partition(node, topic.as_ref(), p, unknown.code())),
-        )
-        .await;
-        topics.push(
-            TopicProduceResponse::default()
-                .with_name(data.name)
-                .with_topic_id(data.topic_id)
-                .with_partition_responses(partitions),
-        );
+        let mut partitions = Vec::with_capacity(data.partition_data.len());
+        for p in data.partition_data {
+            partitions.push(enqueue(node, topic.as_ref(), p, unknown.code()).await);
+        }
+        topics.push((data.name, data.topic_id, partitions));
     }
-    ProduceResponse::default().with_responses(topics)
+    Box::pin(async move {
+        let mut responses = Vec::with_capacity(topics.len());
+        for (name, topic_id, partitions) in topics {
+            let partitions = join_all(partitions.into_iter().map(Queued::finish)).await;
+            responses.push(
+                TopicProduceResponse::default()
+                    .with_name(name)
+                    .with_topic_id(topic_id)
+                    .with_partition_responses(partitions),
+            );
+        }
+        ProduceResponse::default().with_responses(responses)
+    })
+}
+
+/// One partition's part of a request after the first step.
+enum Queued {
+    /// Refused (the response carries the error).
+    Refused(PartitionProduceResponse),
+    /// In the WAL's queue.
+    Appending {
+        response: PartitionProduceResponse,
+        durable: Durable,
+        stream: Stream,
+        topic: String,
+    },
+}
+
+impl Queued {
+    async fn finish(self) -> PartitionProduceResponse {
+        let (response, durable, stream, topic) = match self {
+            Queued::Refused(response) => return response,
+            Queued::Appending {
+                response,
+                durable,
+                stream,
+                topic,
+            } => (response, durable, stream, topic),
+        };
+        let index = response.index;
+        match durable.wait().await {
+            Ok(receipt) => response
+                .with_base_offset(i64::try_from(receipt.base_offset.get()).unwrap_or(i64::MAX))
+                .with_log_start_offset(i64::try_from(stream.start_offset().get()).unwrap_or(0)),
+            Err(e) => {
+                tracing::warn!(topic, partition = index, error = %e, "append failed");
+                response.with_error_code(storage_code(&e))
+            }
+        }
+    }
 }
 
 fn max_message_bytes(node: &Node, topic: &Topic) -> usize {
@@ -52,45 +103,48 @@ fn max_message_bytes(node: &Node, topic: &Topic) -> usize {
         .unwrap_or(node.config.max_message_bytes as usize)
 }
 
-async fn produce_partition(
+async fn enqueue(
     node: &Node,
     topic: Option<&Topic>,
     data: PartitionProduceData,
     unknown_topic: i16,
-) -> PartitionProduceResponse {
+) -> Queued {
     let response = PartitionProduceResponse::default()
         .with_index(data.index)
         .with_base_offset(-1);
     let Some(topic) = topic else {
-        return response.with_error_code(unknown_topic);
+        return Queued::Refused(response.with_error_code(unknown_topic));
     };
     let Some(partition) = node.partition(topic, data.index) else {
-        return response.with_error_code(ResponseError::UnknownTopicOrPartition.code());
+        return Queued::Refused(
+            response.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
+        );
     };
     let records = data.records.unwrap_or_default();
     let summary = match batch::validate(&records, max_message_bytes(node, topic)) {
         Ok(summary) => summary,
         Err(e) => {
             tracing::debug!(topic = %topic.name, partition = data.index, error = %e, "produce refused");
-            return response.with_error_code(batch_code(&e));
+            return Queued::Refused(response.with_error_code(batch_code(&e)));
         }
     };
     let epoch = partition.leader_epoch;
-    let appended = partition
+    let queued = partition
         .stream
-        .append_with(summary.offsets, records.len(), |base| {
+        .enqueue(summary.offsets, records.len(), |base| {
             batch::assign_offsets(&records, base.get(), epoch)
         })
         .await;
-    match appended {
-        Ok(receipt) => response
-            .with_base_offset(i64::try_from(receipt.base_offset.get()).unwrap_or(i64::MAX))
-            .with_log_start_offset(
-                i64::try_from(partition.stream.start_offset().get()).unwrap_or(0),
-            ),
+    match queued {
+        Ok(durable) => Queued::Appending {
+            response,
+            durable,
+            stream: partition.stream,
+            topic: topic.name.clone(),
+        },
         Err(e) => {
             tracing::warn!(topic = %topic.name, partition = data.index, error = %e, "append failed");
-            response.with_error_code(storage_code(&e))
+            Queued::Refused(response.with_error_code(storage_code(&e)))
         }
     }
 }
