@@ -62,6 +62,20 @@ pub(crate) fn install() -> &'static PrometheusHandle {
         if metrics::set_global_recorder(recorder).is_err() {
             tracing::warn!("a metrics recorder was already installed; /metrics may be empty");
         }
+        // Histogram samples wait in lock-free buckets until upkeep folds them into the
+        // distributions: without it, memory would grow with every request until the next scrape.
+        let upkeep = handle.clone();
+        let spawned = std::thread::Builder::new()
+            .name("weir-metrics-upkeep".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(Duration::from_secs(5));
+                    upkeep.run_upkeep();
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "no metrics upkeep thread; histograms fold at each scrape");
+        }
         handle
     })
 }

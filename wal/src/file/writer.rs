@@ -218,6 +218,24 @@ impl Writer {
                 None
             }
         };
+        // Deleting trimmed segments (unlinking 64 MiB files, syncing the directory) takes
+        // milliseconds: a trimmer thread does it, oldest first, while the writer goes on writing.
+        let (trims, trim_rx) = std::sync::mpsc::channel::<(Vec<PathBuf>, Done)>();
+        let dir = self.dir.clone();
+        let trimmer = std::thread::Builder::new()
+            .name("weir-wal-trim".into())
+            .spawn(move || {
+                for (paths, done) in trim_rx {
+                    let _ = done.send(remove_segments(&dir, &paths));
+                }
+            });
+        let trimmer = match trimmer {
+            Ok(handle) => Some(handle),
+            Err(e) => {
+                tracing::warn!(error = %e, "no wal trimmer thread; trimming inline");
+                None
+            }
+        };
         let mut group = Group::default();
         let mut previous = 0;
         while self.take(&mut group, previous) {
@@ -238,8 +256,18 @@ impl Writer {
                 }
             }
             for (before, done) in group.trims.drain(..) {
-                let _ = done.send(self.trim(before));
+                let paths = self.trim(before);
+                if trimmer.is_some() {
+                    // The trimmer lives until `trims` is dropped below.
+                    let _ = trims.send((paths, done));
+                } else {
+                    let _ = done.send(remove_segments(&self.dir, &paths));
+                }
             }
+        }
+        drop(trims);
+        if let Some(trimmer) = trimmer {
+            let _ = trimmer.join();
         }
         drop(completions);
         if let Some(completer) = completer {
@@ -404,19 +432,30 @@ impl Writer {
         Ok(())
     }
 
-    /// Deletes the closed segments whose records all lie below `before`.
-    fn trim(&mut self, before: WalPosition) -> Result<(), WalError> {
-        let mut removed = 0;
+    /// Drops the closed segments whose records all lie below `before` from the live ones and
+    /// returns their files, oldest first, for [`remove_segments`].
+    fn trim(&mut self, before: WalPosition) -> Vec<PathBuf> {
+        let mut paths = Vec::new();
         while self.segments.len() > 1 && self.segments[1].0 <= before {
             if let Some((_, path)) = self.segments.pop_front() {
-                std::fs::remove_file(&path).map_err(|e| WalError::io("remove", &path, e))?;
-                removed += 1;
+                paths.push(path);
             }
         }
-        if removed > 0 {
-            segment::sync_dir(&self.dir)?;
-            tracing::debug!(removed, before = %before, "wal segments trimmed");
+        if !paths.is_empty() {
+            tracing::debug!(removed = paths.len(), before = %before, "wal segments trimmed");
         }
-        Ok(())
+        paths
     }
+}
+
+/// Deletes trimmed segment files, oldest first (a crash midway leaves a contiguous suffix of
+/// segments, which recovery reads as usual), then makes the deletions durable.
+fn remove_segments(dir: &Path, paths: &[PathBuf]) -> Result<(), WalError> {
+    for path in paths {
+        std::fs::remove_file(path).map_err(|e| WalError::io("remove", path, e))?;
+    }
+    if !paths.is_empty() {
+        segment::sync_dir(dir)?;
+    }
+    Ok(())
 }
