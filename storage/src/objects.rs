@@ -185,7 +185,15 @@ impl ObjectReader {
                         reason: format::FormatError::Truncated("ranged GET returned fewer bytes"),
                     });
                 }
-                let block = bytes.slice(from..to);
+                // A block read together with others gets its own allocation before it is
+                // cached: a slice would keep the whole multi-block buffer alive for as long as
+                // any one of its blocks stays cached, so the cache's weight would understate
+                // its memory by up to `object_read_max_bytes / block_max_bytes` times.
+                let block = if bytes.len() == to - from {
+                    bytes.clone()
+                } else {
+                    Bytes::copy_from_slice(&bytes[from..to])
+                };
                 self.blocks.insert((id, entries[i].position), block.clone());
                 found[i] = Some(block);
             }
