@@ -14,6 +14,8 @@ pub enum ConfigType {
     Short = 4,
     /// 64-bit integer.
     Long = 5,
+    /// Floating point.
+    Double = 6,
     /// Comma-separated list.
     List = 7,
 }
@@ -31,7 +33,9 @@ pub struct TopicConfig {
     pub doc: &'static str,
 }
 
-/// Every topic config Weir reports, in Kafka's spelling.
+/// Every topic config Weir reports, in Kafka's spelling. The ones that do not apply to Weir's
+/// storage are accepted and reported, so tools that set them (Kafka's own tests, Terraform
+/// providers, Strimzi) keep working; their docs say so.
 pub const TOPIC_CONFIGS: &[TopicConfig] = &[
     TopicConfig {
         name: "cleanup.policy",
@@ -81,6 +85,132 @@ pub const TOPIC_CONFIGS: &[TopicConfig] = &[
         kind: ConfigType::Int,
         doc: "accepted for compatibility; objects are sized by the uploader",
     },
+    TopicConfig {
+        name: "delete.retention.ms",
+        default: "86400000",
+        kind: ConfigType::Long,
+        doc: "accepted for compatibility (tombstone retention of compacted topics)",
+    },
+    TopicConfig {
+        name: "file.delete.delay.ms",
+        default: "60000",
+        kind: ConfigType::Long,
+        doc: "accepted for compatibility; objects are deleted by the controller",
+    },
+    TopicConfig {
+        name: "flush.messages",
+        default: "9223372036854775807",
+        kind: ConfigType::Long,
+        doc: "accepted for compatibility; every acknowledged batch is durable in the WAL",
+    },
+    TopicConfig {
+        name: "flush.ms",
+        default: "9223372036854775807",
+        kind: ConfigType::Long,
+        doc: "accepted for compatibility; every acknowledged batch is durable in the WAL",
+    },
+    TopicConfig {
+        name: "follower.replication.throttled.replicas",
+        default: "",
+        kind: ConfigType::List,
+        doc: "accepted for compatibility; storage replicates",
+    },
+    TopicConfig {
+        name: "index.interval.bytes",
+        default: "4096",
+        kind: ConfigType::Int,
+        doc: "accepted for compatibility; objects carry their own index",
+    },
+    TopicConfig {
+        name: "leader.replication.throttled.replicas",
+        default: "",
+        kind: ConfigType::List,
+        doc: "accepted for compatibility; storage replicates",
+    },
+    TopicConfig {
+        name: "local.retention.bytes",
+        default: "-2",
+        kind: ConfigType::Long,
+        doc: "accepted for compatibility; all data is in object storage",
+    },
+    TopicConfig {
+        name: "local.retention.ms",
+        default: "-2",
+        kind: ConfigType::Long,
+        doc: "accepted for compatibility; all data is in object storage",
+    },
+    TopicConfig {
+        name: "max.compaction.lag.ms",
+        default: "9223372036854775807",
+        kind: ConfigType::Long,
+        doc: "accepted for compatibility (compaction)",
+    },
+    TopicConfig {
+        name: "message.downconversion.enable",
+        default: "true",
+        kind: ConfigType::Boolean,
+        doc: "accepted for compatibility; batches are served as stored",
+    },
+    TopicConfig {
+        name: "message.timestamp.after.max.ms",
+        default: "9223372036854775807",
+        kind: ConfigType::Long,
+        doc: "accepted for compatibility",
+    },
+    TopicConfig {
+        name: "message.timestamp.before.max.ms",
+        default: "9223372036854775807",
+        kind: ConfigType::Long,
+        doc: "accepted for compatibility",
+    },
+    TopicConfig {
+        name: "min.cleanable.dirty.ratio",
+        default: "0.5",
+        kind: ConfigType::Double,
+        doc: "accepted for compatibility (compaction)",
+    },
+    TopicConfig {
+        name: "min.compaction.lag.ms",
+        default: "0",
+        kind: ConfigType::Long,
+        doc: "accepted for compatibility (compaction)",
+    },
+    TopicConfig {
+        name: "preallocate",
+        default: "false",
+        kind: ConfigType::Boolean,
+        doc: "accepted for compatibility",
+    },
+    TopicConfig {
+        name: "remote.storage.enable",
+        default: "false",
+        kind: ConfigType::Boolean,
+        doc: "accepted for compatibility; all data is in object storage",
+    },
+    TopicConfig {
+        name: "segment.index.bytes",
+        default: "10485760",
+        kind: ConfigType::Int,
+        doc: "accepted for compatibility; objects carry their own index",
+    },
+    TopicConfig {
+        name: "segment.jitter.ms",
+        default: "0",
+        kind: ConfigType::Long,
+        doc: "accepted for compatibility",
+    },
+    TopicConfig {
+        name: "segment.ms",
+        default: "604800000",
+        kind: ConfigType::Long,
+        doc: "accepted for compatibility; objects are sized by the uploader",
+    },
+    TopicConfig {
+        name: "unclean.leader.election.enable",
+        default: "false",
+        kind: ConfigType::Boolean,
+        doc: "accepted for compatibility; there are no replicas to elect",
+    },
 ];
 
 /// The broker configs Weir reports, from the running settings: `(name, value, type)`.
@@ -129,6 +259,7 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
     let ok = match config.kind {
         ConfigType::Int | ConfigType::Short => value.parse::<i32>().is_ok(),
         ConfigType::Long => value.parse::<i64>().is_ok(),
+        ConfigType::Double => value.parse::<f64>().is_ok_and(f64::is_finite),
         ConfigType::Boolean => value == "true" || value == "false",
         ConfigType::List if name == "cleanup.policy" => {
             !value.is_empty()

@@ -367,15 +367,40 @@ async fn partitions_and_configs_can_be_changed() {
             alter("retention.ms", 0, "soon"),
             alter("max.message.bytes", 0, "2000000"),
             alter("cleanup.policy", 2, "compact"),
+            // Kafka configs that do not apply to Weir's storage are accepted, as tools set them.
+            alter("flush.ms", 0, "1000"),
+            alter("min.cleanable.dirty.ratio", 0, "half"),
         )
     })
     .await
     .unwrap();
     assert_eq!(
         codes,
-        (40, 40, 0, 0),
+        (40, 40, 0, 0, 0, 40),
         "INVALID_CONFIG for unknown names and bad values"
     );
+    // CreateTopics checks configs the same way.
+    use rdkafka::admin::{NewTopic, TopicReplication};
+    let created = admin
+        .create_topics(
+            [
+                &NewTopic::new("bad-config", 1, TopicReplication::Fixed(1))
+                    .set("dummy.doesntexist", "1"),
+                &NewTopic::new("good-config", 1, TopicReplication::Fixed(1)).set("flush.ms", "10"),
+            ],
+            &AdminOptions::new(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            &created[0],
+            Err((_, rdkafka::types::RDKafkaErrorCode::InvalidConfig))
+        ),
+        "{created:?}"
+    );
+    assert!(created[1].is_ok(), "{created:?}");
+    assert!(server.node().topic("bad-config").is_none());
     server.shutdown().await.unwrap();
 
     let server = weir_broker::Server::start(common::config(dir.path(), |_| {}))
@@ -624,5 +649,66 @@ async fn describe_topic_partitions_pages_with_a_cursor() {
     })
     .await
     .unwrap();
+    node.server.shutdown().await.unwrap();
+}
+
+/// Fetch's `max_bytes` (KIP-74): the first partition with data may go over by one batch; the
+/// partitions after it get only batches that still fit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_keeps_to_the_response_limit() {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{FetchRequest, FetchResponse};
+
+    let node = InProcess::start().await;
+    node.server
+        .node()
+        .create_topic("big", 3, BTreeMap::new())
+        .await
+        .unwrap();
+    let topic = node.server.node().topic("big").unwrap();
+    for p in 0..3 {
+        let batch = common::record_batch(&[bytes::Bytes::from(vec![b'x'; 100_000])], 0);
+        let partition = node.server.node().partition(&topic, p).unwrap();
+        let len = batch.len();
+        partition
+            .stream
+            .append_with(1, len, |base| {
+                weir_broker::batch::assign_offsets(&batch, base.get(), 0)
+            })
+            .await
+            .unwrap();
+    }
+    let addr = node.server.kafka_addr();
+    let sizes = tokio::task::spawn_blocking(move || {
+        let mut raw = Raw::connect_to(addr);
+        let request = FetchRequest::default()
+            .with_max_wait_ms(0)
+            .with_max_bytes(150_000)
+            .with_topics(vec![
+                FetchTopic::default()
+                    .with_topic(TopicName(StrBytes::from_static_str("big")))
+                    .with_partitions(
+                        (0..3)
+                            .map(|p| {
+                                FetchPartition::default()
+                                    .with_partition(p)
+                                    .with_fetch_offset(0)
+                                    .with_partition_max_bytes(1 << 20)
+                            })
+                            .collect(),
+                    ),
+            ]);
+        let mut r = raw.request(ApiKey::Fetch, 12, &request).unwrap();
+        let response = FetchResponse::decode(&mut r, 12).unwrap();
+        response.responses[0]
+            .partitions
+            .iter()
+            .map(|p| p.records.as_ref().map_or(0, |r| r.len()))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    assert!(sizes[0] > 100_000, "{sizes:?}");
+    assert_eq!(&sizes[1..], &[0, 0], "nothing more fits in 150 kB");
     node.server.shutdown().await.unwrap();
 }

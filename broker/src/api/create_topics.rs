@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use kafka_protocol::protocol::StrBytes;
@@ -27,6 +28,18 @@ pub(super) async fn handle(node: &Node, request: CreateTopicsRequest) -> CreateT
             .iter()
             .filter_map(|c| Some((c.name.to_string(), c.value.as_ref()?.to_string())))
             .collect();
+        // As on Kafka: an unknown config or a bad value fails the topic with INVALID_CONFIG.
+        if let Some(problem) = configs
+            .iter()
+            .find_map(|(k, v)| crate::topic_config::validate(k, v).err())
+        {
+            results.push(
+                result
+                    .with_error_code(ResponseError::InvalidConfig.code())
+                    .with_error_message(Some(StrBytes::from_string(problem))),
+            );
+            continue;
+        }
         let outcome = match partitions {
             Err(e) => Err(e),
             Ok(_) if request.validate_only => match validate_topic_name(&name) {

@@ -102,14 +102,14 @@ async fn read_all(targets: &[Target], max_bytes: usize) -> Vec<PartitionData> {
     let mut remaining = max_bytes;
     let mut any_data = false;
     for target in targets {
-        // KIP-74: the first partition with data may exceed the response limit by one batch; once
-        // the limit is used up, the others get no records this time.
+        // KIP-74: the first partition with data may exceed the response limit by one batch; the
+        // ones after it get only whole batches that still fit, and nothing once it is used up.
         let budget = if remaining == 0 && any_data {
             0
         } else {
             remaining.max(1)
         };
-        let data = read_one(target, budget).await;
+        let data = read_one(target, budget, any_data).await;
         let used = data.records.as_ref().map_or(0, Bytes::len);
         any_data |= used > 0;
         remaining = remaining.saturating_sub(used);
@@ -118,7 +118,8 @@ async fn read_all(targets: &[Target], max_bytes: usize) -> Vec<PartitionData> {
     out
 }
 
-async fn read_one(target: &Target, remaining: usize) -> PartitionData {
+/// One partition's records, about `remaining` bytes of them; with `strict`, never more.
+async fn read_one(target: &Target, remaining: usize, strict: bool) -> PartitionData {
     let data = PartitionData::default().with_partition_index(target.index);
     let partition = match &target.partition {
         Ok(p) => p,
@@ -147,7 +148,18 @@ async fn read_one(target: &Target, remaining: usize) -> PartitionData {
     }
     let budget = target.max_bytes.min(remaining).max(1);
     match stream.read(Offset(offset), budget).await {
-        Ok(batches) => {
+        Ok(mut batches) => {
+            if strict {
+                let mut total = 0;
+                let fit = batches
+                    .iter()
+                    .take_while(|b| {
+                        total += b.payload.len();
+                        total <= remaining
+                    })
+                    .count();
+                batches.truncate(fit);
+            }
             let records = match batches.len() {
                 0 => Bytes::new(),
                 1 => batches[0].payload.clone(),
