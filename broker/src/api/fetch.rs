@@ -118,7 +118,8 @@ async fn read_all(targets: &[Target], max_bytes: usize) -> Vec<PartitionData> {
     out
 }
 
-/// One partition's records, about `remaining` bytes of them; with `strict`, never more.
+/// One partition's records: whole batches within `remaining` and the partition's own limit; with
+/// `strict` (an earlier partition already has data), never more, else at least one batch.
 async fn read_one(target: &Target, remaining: usize, strict: bool) -> PartitionData {
     let data = PartitionData::default().with_partition_index(target.index);
     let partition = match &target.partition {
@@ -149,17 +150,17 @@ async fn read_one(target: &Target, remaining: usize, strict: bool) -> PartitionD
     let budget = target.max_bytes.min(remaining).max(1);
     match stream.read(Offset(offset), budget).await {
         Ok(mut batches) => {
-            if strict {
-                let mut total = 0;
-                let fit = batches
-                    .iter()
-                    .take_while(|b| {
-                        total += b.payload.len();
-                        total <= remaining
-                    })
-                    .count();
-                batches.truncate(fit);
-            }
+            // Whole batches within the limits; the first partition with data may go over with
+            // its first batch (so a batch larger than the limits is still delivered), no other.
+            let mut total = 0;
+            let fit = batches
+                .iter()
+                .take_while(|b| {
+                    total += b.payload.len();
+                    total <= budget
+                })
+                .count();
+            batches.truncate(if strict { fit } else { fit.max(1) });
             let records = match batches.len() {
                 0 => Bytes::new(),
                 1 => batches[0].payload.clone(),
