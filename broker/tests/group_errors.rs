@@ -491,11 +491,29 @@ async fn a_static_member_rejoins_without_a_rebalance() {
         let b = b_joined.member_id.to_string();
         assert_eq!(sync(&mut raw, &a, generation, b"a").0, 0);
         assert_eq!(sync(&mut raw_b, &b, generation, b"").1, Bytes::new());
-        // "inst-b" restarts: it joins with no member id and gets its place back, same generation.
+        // "inst-b" restarts: it joins with no member id and gets its place back under a new
+        // member id, same generation; the old id is fenced (KIP-345).
         let back = join_static(&mut raw_b, "inst-b");
         assert_eq!(back.error_code, 0);
-        assert_eq!(back.member_id.to_string(), b);
+        let b2 = back.member_id.to_string();
+        assert_ne!(b2, b, "a new member id");
         assert_eq!(back.generation_id, generation, "no rebalance");
+        assert_eq!(sync(&mut raw_b, &b2, generation, b"").0, 0);
+        let static_heartbeat = |raw: &mut Raw, member: &str| {
+            let request = HeartbeatRequest::default()
+                .with_group_id(GroupId(s("g")))
+                .with_generation_id(generation)
+                .with_member_id(s(member))
+                .with_group_instance_id(Some(s("inst-b")));
+            let mut r = raw.request(ApiKey::Heartbeat, 3, &request).unwrap();
+            HeartbeatResponse::decode(&mut r, 3).unwrap().error_code
+        };
+        assert_eq!(
+            static_heartbeat(&mut raw_b, &b),
+            82,
+            "FENCED_INSTANCE_ID for the old id"
+        );
+        assert_eq!(static_heartbeat(&mut raw_b, &b2), 0);
         assert_eq!(
             heartbeat(&mut raw, &a, generation),
             0,

@@ -146,6 +146,7 @@ pub(super) async fn sync_group(
     let answer = ask(node, &group, |reply| Msg::Sync {
         generation: request.generation_id,
         member_id: request.member_id.to_string(),
+        instance_id: request.group_instance_id.as_ref().map(|i| i.to_string()),
         assignments,
         reply,
     })
@@ -170,6 +171,7 @@ pub(super) async fn heartbeat(node: &Node, request: HeartbeatRequest) -> Heartbe
     let code = ask(node, &request.group_id.0, |reply| Msg::Heartbeat {
         generation: request.generation_id,
         member_id: request.member_id.to_string(),
+        instance_id: request.group_instance_id.as_ref().map(|i| i.to_string()),
         reply,
     })
     .await

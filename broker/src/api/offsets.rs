@@ -23,6 +23,7 @@ pub(super) async fn commit(node: &Node, request: OffsetCommitRequest) -> OffsetC
             &group,
             request.generation_id_or_member_epoch,
             &request.member_id,
+            request.group_instance_id.as_deref(),
             request
                 .topics
                 .iter()

@@ -117,12 +117,14 @@ pub enum Msg {
     Sync {
         generation: i32,
         member_id: String,
+        instance_id: Option<String>,
         assignments: Vec<(String, Bytes)>,
         reply: oneshot::Sender<(i16, Bytes)>,
     },
     Heartbeat {
         generation: i32,
         member_id: String,
+        instance_id: Option<String>,
         reply: oneshot::Sender<i16>,
     },
     Leave {
@@ -133,6 +135,7 @@ pub enum Msg {
     CheckCommit {
         generation: i32,
         member_id: String,
+        instance_id: Option<String>,
         /// The partitions committed (topic name, partition).
         partitions: Vec<(String, i32)>,
         reply: oneshot::Sender<i16>,
@@ -198,6 +201,7 @@ pub struct Group {
 const ERR_UNKNOWN_MEMBER: i16 = ResponseError::UnknownMemberId.code();
 const ERR_ILLEGAL_GENERATION: i16 = ResponseError::IllegalGeneration.code();
 const ERR_REBALANCING: i16 = ResponseError::RebalanceInProgress.code();
+const ERR_FENCED_INSTANCE: i16 = ResponseError::FencedInstanceId.code();
 
 impl Group {
     /// A new, empty group.
@@ -355,17 +359,28 @@ impl Group {
             Msg::Sync {
                 generation,
                 member_id,
+                instance_id,
                 assignments,
                 reply,
             } => {
-                self.sync(generation, &member_id, assignments, reply);
+                if self.fenced(&member_id, instance_id.as_deref()) {
+                    let _ = reply.send((ERR_FENCED_INSTANCE, Bytes::new()));
+                } else {
+                    self.sync(generation, &member_id, assignments, reply);
+                }
             }
             Msg::Heartbeat {
                 generation,
                 member_id,
+                instance_id,
                 reply,
             } => {
-                let _ = reply.send(self.heartbeat(generation, &member_id));
+                let code = if self.fenced(&member_id, instance_id.as_deref()) {
+                    ERR_FENCED_INSTANCE
+                } else {
+                    self.heartbeat(generation, &member_id)
+                };
+                let _ = reply.send(code);
             }
             Msg::Leave { members, reply } => {
                 let codes = members
@@ -377,10 +392,16 @@ impl Group {
             Msg::CheckCommit {
                 generation,
                 member_id,
+                instance_id,
                 partitions,
                 reply,
             } => {
-                let _ = reply.send(self.check_commit(generation, &member_id, &partitions));
+                let code = if self.fenced(&member_id, instance_id.as_deref()) {
+                    ERR_FENCED_INSTANCE
+                } else {
+                    self.check_commit(generation, &member_id, &partitions)
+                };
+                let _ = reply.send(code);
             }
             Msg::Describe(reply) => {
                 let _ = reply.send(self.view());
@@ -439,7 +460,9 @@ impl Group {
                 })
                 .map(|(id, _)| id.clone());
             match known {
-                Some(id) => id,
+                // KIP-345: a static member coming back gets a new member id; the old one is
+                // fenced, and the member keeps its place (no rebalance if nothing changed).
+                Some(old) => self.replace_static_member(&old, join.instance_id.as_deref()),
                 None => {
                     let prefix = join.instance_id.as_deref().unwrap_or(&join.client_id);
                     let id = format!("{prefix}-{}", uuid::Uuid::new_v4());
@@ -451,6 +474,8 @@ impl Group {
                     id
                 }
             }
+        } else if self.fenced(&join.member_id, join.instance_id.as_deref()) {
+            return fail(reply, ResponseError::FencedInstanceId, join.member_id);
         } else if self.members.contains_key(&join.member_id)
             || self.pending.remove(&join.member_id).is_some()
         {
@@ -497,6 +522,48 @@ impl Group {
             self.prepare_rebalance();
         }
         self.maybe_complete_join();
+    }
+
+    /// KIP-345: a request naming a static member's instance id under another member id comes
+    /// from an instance that was replaced.
+    fn fenced(&self, member_id: &str, instance_id: Option<&str>) -> bool {
+        let Some(instance) = instance_id else {
+            return false;
+        };
+        self.members
+            .iter()
+            .find(|(_, m)| m.instance_id.as_deref() == Some(instance))
+            .is_some_and(|(id, _)| id != member_id)
+    }
+
+    /// Moves a static member to a new member id; whatever the old one waits for is answered
+    /// FENCED_INSTANCE_ID.
+    fn replace_static_member(&mut self, old: &str, instance_id: Option<&str>) -> String {
+        let id = format!(
+            "{}-{}",
+            instance_id.unwrap_or("static"),
+            uuid::Uuid::new_v4()
+        );
+        if let Some(mut member) = self.members.remove(old) {
+            if let Some(join) = member.join.take() {
+                let _ = join.send(Joined {
+                    error: ERR_FENCED_INSTANCE,
+                    generation: -1,
+                    member_id: old.to_string(),
+                    ..Joined::default()
+                });
+            }
+            if let Some(sync) = member.sync.take() {
+                let _ = sync.send((ERR_FENCED_INSTANCE, Bytes::new()));
+            }
+            self.members.insert(id.clone(), member);
+        }
+        if self.leader.as_deref() == Some(old) {
+            self.leader = Some(id.clone());
+        }
+        tracing::debug!(group = %self.id, old, new = %id, "static member replaced");
+        self.record();
+        id
     }
 
     fn shares_a_protocol(&self, protocols: &[(String, Bytes)]) -> bool {
@@ -723,6 +790,9 @@ impl Group {
     }
 
     fn leave(&mut self, member_id: &str, instance_id: Option<&str>) -> i16 {
+        if !member_id.is_empty() && self.fenced(member_id, instance_id) {
+            return ERR_FENCED_INSTANCE;
+        }
         let id = if member_id.is_empty() {
             instance_id.and_then(|i| {
                 self.members

@@ -147,12 +147,14 @@ impl Coordinator {
         id: &str,
         generation: i32,
         member_id: &str,
+        instance_id: Option<&str>,
         partitions: Vec<(String, i32)>,
     ) -> i16 {
         let (reply, rx) = oneshot::channel();
         let msg = Msg::CheckCommit {
             generation,
             member_id: member_id.to_string(),
+            instance_id: instance_id.map(str::to_string),
             partitions,
             reply,
         };
