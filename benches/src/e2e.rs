@@ -251,33 +251,17 @@ fn stamp(value: &[u8], run_id: u64) -> Option<u64> {
 }
 
 fn settings(args: &E2eArgs, partitions: i32) -> ProduceSettings {
-    let p = &args.producer;
-    ProduceSettings {
-        bootstrap: args.kafka.bootstrap.clone(),
-        topic: args.topic.clone(),
+    ProduceSettings::new(
+        &args.kafka,
+        &args.topic,
         partitions,
-        record_size: p.record_size,
+        &args.producer,
         // Latency runs send records one by one; batching would only add delay.
-        tuning: ProducerTuning::new(&args.kafka, p, 0),
-        producers: 1,
-        rate: args.rate,
-        count: args.length.count,
-        duration_s: match args.length.count {
-            Some(_) => None,
-            None => Some(
-                args.length
-                    .duration
-                    .unwrap_or(DEFAULT_DURATION)
-                    .as_secs_f64(),
-            ),
-        },
-        overrides: args
-            .kafka
-            .overrides
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect(),
-    }
+        ProducerTuning::new(&args.kafka, &args.producer, 0),
+        1,
+        args.rate,
+        &args.length,
+    )
 }
 
 impl E2eReport {

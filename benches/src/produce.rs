@@ -11,7 +11,7 @@ use rdkafka::config::FromClientConfigAndContext;
 use rdkafka::producer::{Producer, ThreadedProducer};
 use serde::Serialize;
 
-use crate::cli::{KafkaArgs, ProduceArgs, ProducerArgs};
+use crate::cli::{KafkaArgs, ProduceArgs, ProducerArgs, RunLength};
 use crate::error::BenchError;
 use crate::kafka;
 use crate::limits::LimitsReport;
@@ -42,6 +42,41 @@ pub struct ProduceSettings {
     pub duration_s: Option<f64>,
     /// The `-X` overrides, as `key=value`.
     pub overrides: Vec<String>,
+}
+
+impl ProduceSettings {
+    /// The settings of a run from its arguments (shared by `produce` and `e2e`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        kafka: &KafkaArgs,
+        topic: &str,
+        partitions: i32,
+        producer: &ProducerArgs,
+        tuning: ProducerTuning,
+        producers: u32,
+        rate: u64,
+        length: &RunLength,
+    ) -> Self {
+        ProduceSettings {
+            bootstrap: kafka.bootstrap.clone(),
+            topic: topic.to_string(),
+            partitions,
+            record_size: producer.record_size,
+            tuning,
+            producers,
+            rate,
+            count: length.count,
+            duration_s: match length.count {
+                Some(_) => None,
+                None => Some(length.duration.unwrap_or(DEFAULT_DURATION).as_secs_f64()),
+            },
+            overrides: kafka
+                .overrides
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect(),
+        }
+    }
 }
 
 /// The producer settings in effect: the flags, or a `-X` override of the same property.
@@ -208,32 +243,16 @@ fn flush_all(producers: &[ThreadedProducer<DeliveryContext>]) -> u64 {
 }
 
 fn settings(args: &ProduceArgs, partitions: i32) -> ProduceSettings {
-    let p: &ProducerArgs = &args.producer;
-    ProduceSettings {
-        bootstrap: args.kafka.bootstrap.clone(),
-        topic: args.topic.clone(),
+    ProduceSettings::new(
+        &args.kafka,
+        &args.topic,
         partitions,
-        record_size: p.record_size,
-        tuning: ProducerTuning::new(&args.kafka, p, DEFAULT_LINGER_MS),
-        producers: args.producers,
-        rate: args.rate,
-        count: args.length.count,
-        duration_s: match args.length.count {
-            Some(_) => None,
-            None => Some(
-                args.length
-                    .duration
-                    .unwrap_or(DEFAULT_DURATION)
-                    .as_secs_f64(),
-            ),
-        },
-        overrides: args
-            .kafka
-            .overrides
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect(),
-    }
+        &args.producer,
+        ProducerTuning::new(&args.kafka, &args.producer, DEFAULT_LINGER_MS),
+        args.producers,
+        args.rate,
+        &args.length,
+    )
 }
 
 impl ProduceReport {

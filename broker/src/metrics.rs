@@ -18,7 +18,7 @@
 //! | `weir_consumer_group_lag` | gauge | `group`, `topic`, `partition` |
 
 use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use kafka_protocol::messages::ApiKey;
@@ -80,14 +80,17 @@ pub(crate) fn install() -> &'static PrometheusHandle {
     })
 }
 
-/// The name of an API as a label (`Produce`, `Fetch`, ...), without allocating per request.
+/// The name of an API as a label (`Produce`, `Fetch`, ...): a read-only table of the served
+/// APIs, built once, so the per-request lookup takes no lock and allocates nothing.
 pub(crate) fn api_label(key: ApiKey) -> &'static str {
-    static NAMES: OnceLock<Mutex<HashMap<i16, &'static str>>> = OnceLock::new();
-    let names = NAMES.get_or_init(|| Mutex::new(HashMap::new()));
-    let mut names = names.lock().unwrap_or_else(PoisonError::into_inner);
-    names
-        .entry(key as i16)
-        .or_insert_with(|| Box::leak(format!("{key:?}").into_boxed_str()))
+    static NAMES: OnceLock<HashMap<i16, &'static str>> = OnceLock::new();
+    let names = NAMES.get_or_init(|| {
+        crate::api::supported()
+            .into_iter()
+            .map(|(k, _)| (k as i16, &*Box::leak(format!("{k:?}").into_boxed_str())))
+            .collect()
+    });
+    names.get(&(key as i16)).copied().unwrap_or("Other")
 }
 
 /// Records one served request.
