@@ -12,7 +12,6 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
-use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use tokio::net::TcpListener;
@@ -44,14 +43,12 @@ impl Server {
         crate::metrics::install();
         let wal_dir = config.data_dir.join("wal");
         let objects_dir = config.data_dir.join("objects");
-        std::fs::create_dir_all(&objects_dir)
-            .with_context(|| format!("cannot create data directory {}", objects_dir.display()))?;
-        // fsync: the uploader trims the WAL once objects are committed, so after a power loss the
+        // Synced: the uploader trims the WAL once objects are committed, so after a power loss the
         // objects (and the metadata log) must be on disk, not in the page cache.
         let local: Arc<dyn ObjectStore> = Arc::new(
-            LocalFileSystem::new_with_prefix(&objects_dir)
-                .with_context(|| format!("cannot open object store at {}", objects_dir.display()))?
-                .with_fsync(true),
+            weir_storage::LocalStore::open(&objects_dir).with_context(|| {
+                format!("cannot open object store at {}", objects_dir.display())
+            })?,
         );
         let store: Arc<dyn ObjectStore> = Arc::new(weir_storage::MeteredStore::new(local));
         let cluster_id = cluster_id(&store).await?;

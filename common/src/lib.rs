@@ -6,6 +6,7 @@
 
 mod clock;
 mod ids;
+pub mod writeback;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use ids::{Epoch, ObjectId, Offset, StreamId};

@@ -20,7 +20,9 @@ pub struct StorageConfig {
     /// Appends wait (backpressure) while this many bytes are not yet uploaded. Default 256 MiB; must be
     /// at least `upload_max_bytes`.
     pub max_unuploaded_bytes: u64,
-    /// Bytes of already uploaded data kept in the log cache for tail reads. Default 256 MiB.
+    /// Bytes the log cache holds: data not yet uploaded (always kept, bounded by
+    /// `max_unuploaded_bytes`) plus uploaded data kept for tail reads, evicted oldest first (on append
+    /// and after each upload) while the cache is over this. Default 256 MiB.
     pub log_cache_max_bytes: u64,
     /// Bytes of object blocks kept in the block cache for catch-up reads. Default 128 MiB.
     pub block_cache_max_bytes: u64,

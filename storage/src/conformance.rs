@@ -31,6 +31,7 @@ pub async fn run_all(store: Arc<dyn ObjectStore>) {
     checks!(
         append_then_read_the_tail,
         upload_then_read_from_objects,
+        log_cache_stays_within_budget_between_uploads,
         objects_alone_survive_the_loss_of_the_wal,
         unuploaded_data_is_replayed_from_the_wal,
         big_streams_get_stream_objects,
@@ -213,6 +214,36 @@ async fn append_then_read_the_tail(store: &Arc<dyn ObjectStore>) {
         storage.stats().get_requests,
         0,
         "tail: no object reads for cached data"
+    );
+    storage.shutdown().await.expect("shutdown");
+}
+
+async fn log_cache_stays_within_budget_between_uploads(store: &Arc<dyn ObjectStore>) {
+    let mut h = Harness::new(store, "cache-budget");
+    h.config.log_cache_max_bytes = 64 << 10;
+    let (storage, _) = h.open().await;
+    let id = storage.create_stream().await.expect("create");
+    let stream = storage.open_stream(id).await.expect("open");
+    let written = append_all(&stream, batches_for(id, 100, 2000)).await;
+    storage.flush().await.expect("flush");
+    let budget = h.config.log_cache_max_bytes;
+    assert!(
+        storage.stats().log_cache_bytes <= budget,
+        "cache-budget: evicted after the upload ({:?})",
+        storage.stats()
+    );
+    // New, not yet uploaded data displaces uploaded data at once, not at the next upload.
+    let more = append_all(&stream, batches_for(id, 16, 2000)).await;
+    assert!(
+        storage.stats().log_cache_bytes <= budget,
+        "cache-budget: appends evict uploaded batches ({:?})",
+        storage.stats()
+    );
+    let all: Vec<_> = written.into_iter().chain(more).collect();
+    assert_eq!(
+        read_all(&stream, Offset(0), 16 << 10).await,
+        all,
+        "cache-budget: everything still readable"
     );
     storage.shutdown().await.expect("shutdown");
 }

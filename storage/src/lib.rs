@@ -19,6 +19,7 @@
 mod config;
 mod error;
 pub mod format;
+mod local;
 mod metadata;
 mod metered;
 mod objects;
@@ -32,6 +33,7 @@ pub mod conformance;
 pub use config::StorageConfig;
 pub use error::StorageError;
 pub use format::{FormatError, StoredBatch};
+pub use local::LocalStore;
 pub use metadata::{
     MemoryMetadata, MetadataError, NewObject, ObjectDescriptor, ObjectKind, ObjectSlice,
     StreamDescriptor, StreamMetadata, StreamRange, check_close, check_commit, slices_from,

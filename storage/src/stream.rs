@@ -379,6 +379,7 @@ impl Stream {
         self.inner
             .cached_bytes
             .fetch_add(len as u64, Ordering::Relaxed);
+        self.inner.evict_uploaded(&mut state);
         let receipt = AppendReceipt {
             base_offset,
             end_offset,

@@ -20,6 +20,7 @@ use crate::format::{ObjectBuilder, StoredBatch};
 use crate::metadata::{MetadataError, NewObject, ObjectDescriptor, ObjectKind, StreamRange};
 use crate::objects::object_key;
 use crate::storage::Inner;
+use crate::stream::StreamState;
 
 /// One stream's contiguous batches for one upload.
 #[derive(Debug)]
@@ -243,16 +244,23 @@ impl Inner {
         }
         let streams: Vec<_> = self.streams_lock().values().cloned().collect();
         for shared in streams {
-            let mut state = shared.lock();
-            while self.cached_bytes.load(Ordering::Relaxed) > budget {
-                match state.entries.front() {
-                    Some(e) if e.uploaded => {
-                        let len = e.batch.payload.len() as u64;
-                        state.entries.pop_front();
-                        self.cached_bytes.fetch_sub(len, Ordering::Relaxed);
-                    }
-                    _ => break,
+            self.evict_uploaded(&mut shared.lock());
+        }
+    }
+
+    /// Drops one stream's uploaded batches from the front of its log cache while the cache is over
+    /// budget. Called after each upload for every stream, and on each append for the appended stream,
+    /// so the cache does not grow by an upload's worth between uploads.
+    pub(crate) fn evict_uploaded(&self, state: &mut StreamState) {
+        let budget = self.config.log_cache_max_bytes;
+        while self.cached_bytes.load(Ordering::Relaxed) > budget {
+            match state.entries.front() {
+                Some(e) if e.uploaded => {
+                    let len = e.batch.payload.len() as u64;
+                    state.entries.pop_front();
+                    self.cached_bytes.fetch_sub(len, Ordering::Relaxed);
                 }
+                _ => break,
             }
         }
     }

@@ -1,4 +1,5 @@
-//! The storage conformance suite on `object_store`'s in-memory and local-filesystem backends.
+//! The storage conformance suite on `object_store`'s in-memory and local-filesystem backends and on
+//! Weir's own local store (the default of `weir serve`).
 
 use std::sync::Arc;
 
@@ -17,5 +18,12 @@ async fn local_file_system() {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn ObjectStore> =
         Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+    weir_storage::conformance::run_all(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weir_local_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn ObjectStore> = Arc::new(weir_storage::LocalStore::open(dir.path()).unwrap());
     weir_storage::conformance::run_all(store).await;
 }

@@ -18,6 +18,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
+use weir_common::writeback;
 
 use super::Preallocate;
 use crate::record::{self, Decoded};
@@ -194,15 +195,17 @@ pub(crate) fn prepare_spare(
 ///
 /// Through the page cache on purpose: the zeroed pages stay cached, so the WAL's later writes of
 /// records that do not fill whole pages never have to read a page back from disk first (with
-/// `O_DIRECT` zero-filling, measured here, group commits took twice as long).
+/// `O_DIRECT` zero-filling, measured here, group commits took twice as long). Paced (see
+/// [`weir_common::writeback`]): the active segment's syncs must not wait behind 64 MiB of zeros.
 fn zero_fill(path: &Path, len: u64) -> io::Result<()> {
-    const CHUNK: usize = 1 << 20;
     let file = OpenOptions::new().write(true).open(path)?;
-    let zeros = vec![0u8; CHUNK];
+    let zeros = vec![0u8; writeback::WRITEBACK_CHUNK];
     let mut at = 0u64;
     while at < len {
-        let n = CHUNK.min(usize::try_from(len - at).unwrap_or(usize::MAX));
-        file.write_all_at(&zeros[..n], at)?;
+        let n = zeros
+            .len()
+            .min(usize::try_from(len - at).unwrap_or(usize::MAX));
+        writeback::write_all_at_paced(&file, &zeros[..n], at)?;
         at += n as u64;
     }
     file.sync_all()
