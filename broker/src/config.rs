@@ -20,8 +20,13 @@ pub struct ServeConfig {
     pub advertised_listener: Option<String>,
     /// Admin HTTP listener (health, metrics). Default `127.0.0.1:9644`.
     pub admin_listen: SocketAddr,
-    /// Where the WAL (`wal/`) and the object store (`objects/`) live. Default `./weir-data`.
+    /// Where the WAL (`wal/`) lives, and the object store (`objects/`) unless `object_store` is set.
+    /// Default `./weir-data`.
     pub data_dir: PathBuf,
+    /// The object store holding the metadata log and the data objects, as a URL: `file:///path`,
+    /// `memory://` or `s3://bucket[/prefix]` (S3 settings from the standard `AWS_*` variables).
+    /// Default: `file://<data_dir>/objects`.
+    pub object_store: Option<String>,
     /// This broker's node id. Default 1.
     pub node_id: i32,
     /// Create topics on Metadata requests that name unknown topics, as Kafka does. Default true.
@@ -60,6 +65,7 @@ impl Default for ServeConfig {
             advertised_listener: None,
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9644)),
             data_dir: PathBuf::from("./weir-data"),
+            object_store: None,
             node_id: 1,
             auto_create_topics: true,
             default_partitions: 1,
@@ -159,7 +165,8 @@ impl ServeConfig {
 fn is_known(known: &toml::Table, keys: &[String]) -> bool {
     match keys {
         [] => false,
-        [key] => known.contains_key(key) || key == "advertised_listener",
+        // Settings without a default are absent from `known`.
+        [key] => known.contains_key(key) || key == "advertised_listener" || key == "object_store",
         [section, rest @ ..] => match known.get(section) {
             Some(toml::Value::Table(inner)) => is_known(inner, rest),
             _ => false,

@@ -11,6 +11,7 @@
 //! | `weir_wal_append_seconds` | histogram (queued → durable) | |
 //! | `weir_wal_fsync_seconds`, `weir_wal_group_commit_records`, `weir_wal_group_commit_bytes` | histogram | |
 //! | `weir_uploads_total`, `weir_upload_bytes_total`, `weir_upload_seconds` | counter, histogram | |
+//! | `weir_upload_failures_total` (each is retried with backoff) | counter | |
 //! | `weir_object_store_requests_total`, `weir_object_store_bytes_total` | counter | `op` |
 //! | `weir_block_cache_hits_total`, `weir_block_cache_misses_total` | counter | |
 //! | `weir_block_cache_bytes`, `weir_log_cache_bytes`, `weir_unuploaded_bytes` | gauge | |

@@ -1,7 +1,7 @@
 //! Starting and stopping a single-node broker: storage, controller, listeners.
 //!
-//! Layout under `data_dir`: `wal/` (the file WAL) and `objects/` (the local object store holding the
-//! metadata log and the data objects), so the same objects could be moved to a bucket later.
+//! Layout under `data_dir`: `wal/` (the file WAL) and, unless `object_store` names another store,
+//! `objects/` (the local object store holding the metadata log and the data objects).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -42,15 +42,24 @@ impl Server {
         config.validate()?;
         crate::metrics::install();
         let wal_dir = config.data_dir.join("wal");
-        let objects_dir = config.data_dir.join("objects");
-        // Synced: the uploader trims the WAL once objects are committed, so after a power loss the
-        // objects (and the metadata log) must be on disk, not in the page cache.
-        let local: Arc<dyn ObjectStore> = Arc::new(
-            weir_storage::LocalStore::open(&objects_dir).with_context(|| {
-                format!("cannot open object store at {}", objects_dir.display())
-            })?,
-        );
-        let store: Arc<dyn ObjectStore> = Arc::new(weir_storage::MeteredStore::new(local));
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!("cannot create data directory {}", config.data_dir.display())
+        })?;
+        let url = match &config.object_store {
+            Some(url) => url.clone(),
+            None => {
+                let objects = std::path::absolute(config.data_dir.join("objects"))
+                    .context("cannot resolve the data directory")?;
+                format!("file://{}", objects.display())
+            }
+        };
+        // A local store syncs each object: the uploader trims the WAL once objects are committed,
+        // so after a power loss they (and the metadata log) must be on disk, not in the page cache.
+        // Credentials come from the environment, never from the URL, so it can be logged.
+        let objects = weir_storage::open_store(&url)?;
+        weir_storage::check_conditional_create(objects.as_ref(), &url).await?;
+        tracing::info!(object_store = %url, "object store ready");
+        let store: Arc<dyn ObjectStore> = Arc::new(weir_storage::MeteredStore::new(objects));
         let cluster_id = cluster_id(&store).await?;
         let controller =
             Arc::new(Controller::open(store.clone(), ControllerConfig::default()).await?);

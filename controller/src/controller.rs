@@ -53,6 +53,9 @@ struct Writer {
     /// Object ids handed out from the reserved block: next, and the block's end.
     next_object_id: u64,
     reserved_object_id: u64,
+    /// An append failed with no answer from the store (an error or a timeout): it may have landed.
+    /// The log is reread before the next change is judged, so the state never misses it.
+    uncertain: bool,
 }
 
 impl Controller {
@@ -68,6 +71,7 @@ impl Controller {
                 log,
                 next_object_id: reserved,
                 reserved_object_id: reserved,
+                uncertain: false,
             }),
             state: RwLock::new(state),
             config,
@@ -77,6 +81,15 @@ impl Controller {
     /// Runs `f` on the current state.
     pub fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
         f(&self.state.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// The writer, once the state is known to reflect the whole log.
+    async fn writer(&self) -> tokio::sync::MutexGuard<'_, Writer> {
+        let mut writer = self.log.lock().await;
+        if writer.uncertain {
+            self.reload(&mut writer).await;
+        }
+        writer
     }
 
     /// Appends `records` and applies them. The caller holds the writer.
@@ -90,6 +103,8 @@ impl Controller {
                 // Another controller wrote the log: serve what it says from now on (DESIGN.md 6:
                 // step down and reload). The request fails; a retry is judged on the fresh state.
                 self.reload(writer).await;
+            } else {
+                writer.uncertain = true;
             }
             return Err(e);
         }
@@ -115,14 +130,20 @@ impl Controller {
             Ok((log, state)) => {
                 tracing::warn!(
                     next_seq = log.next_seq(),
-                    "metadata log written by another controller; state reloaded"
+                    "metadata log reread (another controller wrote it, or an append's outcome \
+                     was unknown)"
                 );
+                writer.uncertain = false;
                 writer.next_object_id = writer.next_object_id.max(state.next_object_id);
                 writer.reserved_object_id = writer.next_object_id;
                 writer.log = log;
                 *self.state.write().unwrap_or_else(PoisonError::into_inner) = state;
             }
-            Err(e) => tracing::error!(error = %e, "reloading the metadata log failed"),
+            Err(e) => {
+                // Still uncertain: the next change tries again before it is judged.
+                writer.uncertain = true;
+                tracing::error!(error = %e, "reloading the metadata log failed");
+            }
         }
     }
 
@@ -137,7 +158,7 @@ impl Controller {
         if partitions == 0 {
             return Err(ControllerError::InvalidPartitions(partitions));
         }
-        let mut writer = self.log.lock().await;
+        let mut writer = self.writer().await;
         let first_stream = self.read(|s| {
             if s.topics.contains_key(name) {
                 Err(ControllerError::TopicExists(name.to_string()))
@@ -161,7 +182,7 @@ impl Controller {
 
     /// Deletes a topic and its streams. Its objects stay until garbage collection.
     pub async fn delete_topic(&self, name: &str) -> Result<Topic, ControllerError> {
-        let mut writer = self.log.lock().await;
+        let mut writer = self.writer().await;
         let topic = self
             .read(|s| s.topics.get(name).cloned())
             .ok_or_else(|| ControllerError::UnknownTopic(name.to_string()))?;
@@ -179,7 +200,7 @@ impl Controller {
         name: &str,
         configs: BTreeMap<String, String>,
     ) -> Result<Topic, ControllerError> {
-        let mut writer = self.log.lock().await;
+        let mut writer = self.writer().await;
         if self.read(|s| !s.topics.contains_key(name)) {
             return Err(ControllerError::UnknownTopic(name.to_string()));
         }
@@ -195,7 +216,7 @@ impl Controller {
 
     /// Grows a topic to `total` partitions (never shrinks), each new one a new stream.
     pub async fn add_partitions(&self, name: &str, total: u32) -> Result<Topic, ControllerError> {
-        let mut writer = self.log.lock().await;
+        let mut writer = self.writer().await;
         let (current, next) = self.read(|s| {
             s.topics
                 .get(name)
@@ -239,7 +260,7 @@ pub fn validate_topic_name(name: &str) -> Result<(), ControllerError> {
 #[async_trait]
 impl StreamMetadata for Controller {
     async fn create_stream(&self) -> Result<StreamId, MetadataError> {
-        let mut writer = self.log.lock().await;
+        let mut writer = self.writer().await;
         let id = self.read(|s| s.next_stream_id);
         let record = Kind::StreamCreated(StreamCreated { stream: id }).into();
         self.commit(&mut writer, vec![record])
@@ -249,7 +270,7 @@ impl StreamMetadata for Controller {
     }
 
     async fn open_stream(&self, stream: StreamId) -> Result<StreamDescriptor, MetadataError> {
-        let mut writer = self.log.lock().await;
+        let mut writer = self.writer().await;
         let current = self.stream_descriptor(stream)?;
         let epoch = current.epoch.next();
         let record = Kind::StreamOpened(StreamOpened {
@@ -274,7 +295,7 @@ impl StreamMetadata for Controller {
         epoch: Epoch,
         start: Offset,
     ) -> Result<(), MetadataError> {
-        let mut writer = self.log.lock().await;
+        let mut writer = self.writer().await;
         let current = self.stream_descriptor(stream)?;
         weir_storage::check_close(&current, epoch)?;
         if start <= current.start_offset {
@@ -295,7 +316,7 @@ impl StreamMetadata for Controller {
     }
 
     async fn allocate_object_ids(&self, count: u32) -> Result<ObjectId, MetadataError> {
-        let mut writer = self.log.lock().await;
+        let mut writer = self.writer().await;
         let count = u64::from(count);
         if writer.next_object_id + count > writer.reserved_object_id {
             let reserved = writer.next_object_id + count.max(self.config.object_id_block);
@@ -315,7 +336,7 @@ impl StreamMetadata for Controller {
     }
 
     async fn commit_objects(&self, objects: Vec<NewObject>) -> Result<(), MetadataError> {
-        let mut writer = self.log.lock().await;
+        let mut writer = self.writer().await;
         self.read(|s| weir_storage::check_commit(&objects, |id| s.describe(id)))?;
         self.commit(&mut writer, vec![commit_record(&objects)])
             .await

@@ -211,3 +211,53 @@ async fn storage_commits_through_the_controller() {
     }
     storage.shutdown().await.unwrap();
 }
+
+/// A metadata append whose response is lost may have landed: the controller rereads the log before
+/// judging the next change, so its state never disagrees with the log and the next change succeeds.
+#[tokio::test]
+async fn an_append_with_a_lost_response_is_reconciled_from_the_log() {
+    use weir_storage::faulty::{FaultPlan, FaultyStore};
+
+    let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let (faulty, faults) = FaultyStore::new(inner.clone());
+    let c = Controller::open(Arc::new(faulty), ControllerConfig::default())
+        .await
+        .unwrap();
+    c.create_topic("before", 1, BTreeMap::new()).await.unwrap();
+    faults.set(FaultPlan {
+        lose_put_responses: true,
+        ..FaultPlan::default()
+    });
+    c.create_topic("lost", 1, BTreeMap::new())
+        .await
+        .expect_err("the answer was lost");
+    faults.heal();
+    // The write landed: a retry is told the topic exists, and the next change goes through.
+    let retry = c
+        .create_topic("lost", 1, BTreeMap::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(retry, ControllerError::TopicExists(_)), "{retry}");
+    c.create_topic("after", 1, BTreeMap::new()).await.unwrap();
+
+    // A store that was down instead: nothing landed, and nothing is invented.
+    faults.set(FaultPlan {
+        down: true,
+        ..FaultPlan::default()
+    });
+    c.create_topic("never", 1, BTreeMap::new())
+        .await
+        .expect_err("the store is down");
+    faults.heal();
+    c.create_topic("last", 1, BTreeMap::new()).await.unwrap();
+
+    let mut mine: Vec<String> = c.read(|s| s.topics.keys().cloned().collect());
+    mine.sort();
+    let reloaded = Controller::open(inner, ControllerConfig::default())
+        .await
+        .unwrap();
+    let mut logged: Vec<String> = reloaded.read(|s| s.topics.keys().cloned().collect());
+    logged.sort();
+    assert_eq!(mine, logged, "the controller's state is the log's");
+    assert_eq!(logged, ["after", "before", "last", "lost"]);
+}

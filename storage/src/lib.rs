@@ -24,11 +24,14 @@ mod metadata;
 mod metered;
 mod objects;
 mod storage;
+mod store_url;
 mod stream;
 mod uploader;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+#[cfg(feature = "conformance")]
+pub mod faulty;
 
 pub use config::StorageConfig;
 pub use error::StorageError;
@@ -41,4 +44,5 @@ pub use metadata::{
 pub use metered::MeteredStore;
 pub use objects::object_key;
 pub use storage::{Components, Storage, StorageStats};
+pub use store_url::{StoreUrlError, check_conditional_create, open_store, open_store_with_env};
 pub use stream::{AppendReceipt, Durable, Stream};

@@ -259,8 +259,14 @@ impl Drop for Storage {
     }
 }
 
+/// The first wait after a failed upload; it doubles with each failure in a row, up to
+/// [`UPLOAD_RETRY_MAX`], with jitter so that brokers sharing a struggling store do not retry in step.
+const UPLOAD_RETRY_MIN: Duration = Duration::from_millis(100);
+const UPLOAD_RETRY_MAX: Duration = Duration::from_secs(10);
+
 async fn run_uploader(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
     let interval = Duration::from_millis(inner.config.upload_interval_ms);
+    let mut retry = UPLOAD_RETRY_MIN;
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,
@@ -273,11 +279,32 @@ async fn run_uploader(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
         if inner.unuploaded_bytes() == 0 {
             continue;
         }
-        if let Err(e) = inner.upload().await {
-            tracing::warn!(error = %e, "upload failed; retrying");
-            tokio::time::sleep(Duration::from_secs(1)).await;
+        match inner.upload().await {
+            Ok(()) => retry = UPLOAD_RETRY_MIN,
+            Err(e) => {
+                metrics::counter!("weir_upload_failures_total").increment(1);
+                let wait = jittered(retry);
+                tracing::warn!(error = %e, retry_in = ?wait, "upload failed; retrying");
+                tokio::select! {
+                    _ = shutdown.changed() => return,
+                    () = tokio::time::sleep(wait) => {}
+                }
+                retry = (retry * 2).min(UPLOAD_RETRY_MAX);
+            }
         }
     }
+}
+
+/// `base` plus up to half of it again, from the clock's low bits (no need for a random generator).
+fn jittered(base: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::from(d.subsec_nanos()))
+        .unwrap_or_default();
+    let half = u64::try_from(base.as_micros() / 2)
+        .unwrap_or(u64::MAX)
+        .max(1);
+    base + Duration::from_micros(nanos % half)
 }
 
 impl Inner {

@@ -5,6 +5,8 @@
 
 use bytes::Bytes;
 
+pub mod s3;
+
 /// The payload the crash writer appends as record `seq` of `stream`: deterministic, distinct, and of a
 /// length that varies with `seq`.
 pub fn payload(stream: u64, seq: u64) -> Bytes {

@@ -75,6 +75,11 @@ impl Process {
     /// Starts `weir serve` on ports the OS picks (port 0) and reads the bound addresses from the
     /// line it prints, so no port is chosen here and then taken by someone else before the bind.
     pub fn start(dir: &Path) -> Process {
+        Self::start_with(dir, &[], &[])
+    }
+
+    /// [`Process::start`] with more arguments to `weir serve` and more environment variables.
+    pub fn start_with(dir: &Path, args: &[&str], env: &[(String, String)]) -> Process {
         let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
             .arg("serve")
             .arg("--listen")
@@ -83,7 +88,12 @@ impl Process {
             .arg("127.0.0.1:0")
             .arg("--data-dir")
             .arg(dir)
+            .args(args)
             .env("RUST_LOG", "warn")
+            // Test settings, not broker settings (the broker warns about unknown WEIR_* variables).
+            .env_remove("WEIR_S3_TESTS")
+            .env_remove("WEIR_WEED")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
@@ -123,6 +133,19 @@ impl Process {
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!("weir serve did not become ready on {}", self.admin);
+    }
+
+    /// SIGTERM (a graceful shutdown: everything acknowledged is uploaded) and wait for the exit, which
+    /// must be a success.
+    pub fn stop(mut self) {
+        // SAFETY: signals a child process this handle owns and has not reaped yet.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        assert_eq!(rc, 0, "cannot signal weir serve");
+        let status = self.child.wait().unwrap();
+        assert!(
+            status.success(),
+            "weir serve exited with {status} after SIGTERM"
+        );
     }
 
     /// SIGKILL, and wait for the process to be gone.
