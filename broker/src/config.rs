@@ -52,6 +52,12 @@ pub struct ServeConfig {
     /// The heartbeat interval KIP-848 members are told to keep (Kafka's
     /// `group.consumer.heartbeat.interval.ms`). Default 5000 ms.
     pub group_consumer_heartbeat_interval_ms: u64,
+    /// How often retention is applied and garbage objects are collected (Kafka's
+    /// `log.retention.check.interval.ms`). Default 300000 ms.
+    pub retention_check_interval_ms: u64,
+    /// How long an object no partition needs any more is kept before it is deleted, for reads
+    /// already under way (Kafka's `file.delete.delay.ms`). Default 60000 ms.
+    pub object_delete_grace_ms: u64,
     /// Storage settings.
     pub storage: StorageConfig,
     /// WAL settings.
@@ -77,6 +83,8 @@ impl Default for ServeConfig {
             group_initial_rebalance_delay_ms: 3000,
             group_consumer_session_timeout_ms: 45_000,
             group_consumer_heartbeat_interval_ms: 5_000,
+            retention_check_interval_ms: 300_000,
+            object_delete_grace_ms: 60_000,
             storage: StorageConfig::default(),
             wal: FileWalConfig::default(),
         }

@@ -7,7 +7,8 @@
 //! - [`batch`]: RecordBatch v2 validation and the offset/epoch rewrite;
 //! - [`node`]: the state connections share: controller, storage, partitions;
 //! - `error`: the one mapping from Weir errors to Kafka error codes;
-//! - `metrics`: the Prometheus page of the admin listener.
+//! - `metrics`: the Prometheus page of the admin listener;
+//! - `retention`: retention and object garbage collection on a timer.
 
 mod api;
 pub mod batch;
@@ -17,6 +18,7 @@ mod error;
 pub mod group;
 mod metrics;
 pub mod node;
+mod retention;
 pub mod server;
 pub mod topic_config;
 

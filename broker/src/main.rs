@@ -97,20 +97,20 @@ fn main() -> anyhow::Result<()> {
 fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
-        let set = |param: libc::c_int, name: &str, value: usize| {
+        let set = |param: libc::c_int, variable: &str, value: usize| {
             let Ok(value) = libc::c_int::try_from(value) else {
                 return;
             };
-            if std::env::var_os(format!("MALLOC_{name}_")).is_some() {
+            if std::env::var_os(variable).is_some() {
                 return;
             }
             // SAFETY: mallopt only adjusts allocator parameters; called before any thread exists.
             unsafe { libc::mallopt(param, value) };
         };
         let cores = std::thread::available_parallelism().map_or(2, usize::from);
-        set(libc::M_MMAP_THRESHOLD, "MMAP_THRESHOLD", 256 << 10);
-        set(libc::M_TRIM_THRESHOLD, "TRIM_THRESHOLD", 1 << 20);
-        set(libc::M_ARENA_MAX, "ARENA_MAX", cores);
+        set(libc::M_MMAP_THRESHOLD, "MALLOC_MMAP_THRESHOLD_", 256 << 10);
+        set(libc::M_TRIM_THRESHOLD, "MALLOC_TRIM_THRESHOLD_", 1 << 20);
+        set(libc::M_ARENA_MAX, "MALLOC_ARENA_MAX", cores);
     }
 }
 

@@ -34,6 +34,7 @@ pub struct Server {
     stop: watch::Sender<bool>,
     accept: tokio::task::JoinHandle<JoinSet<()>>,
     admin: tokio::task::JoinHandle<()>,
+    housekeeping: tokio::task::JoinHandle<()>,
 }
 
 impl Server {
@@ -87,10 +88,12 @@ impl Server {
         let node = Arc::new(Node::new(config.clone(), controller, storage, cluster_id));
         node.open_all().await?;
         if node.topic(crate::group::OFFSETS_TOPIC).is_none() {
+            // Compacted, as on Kafka: retention by time must never drop committed offsets.
+            let configs = [("cleanup.policy".to_owned(), "compact".to_owned())].into();
             node.create_topic(
                 crate::group::OFFSETS_TOPIC,
                 node.config.offsets_topic_partitions,
-                Default::default(),
+                configs,
             )
             .await?;
         }
@@ -111,6 +114,7 @@ impl Server {
             },
             stopped.clone(),
         ));
+        let housekeeping = tokio::spawn(crate::retention::run(node.clone(), stopped.clone()));
         let accept = tokio::spawn(accept_loop(listener, node.clone(), stopped));
         tracing::info!(%kafka_addr, %admin_addr, data_dir = %config.data_dir.display(), "weir serving");
         Ok(Server {
@@ -120,6 +124,7 @@ impl Server {
             stop,
             accept,
             admin,
+            housekeeping,
         })
     }
 
@@ -145,6 +150,7 @@ impl Server {
             connections.shutdown().await;
         }
         let _ = self.admin.await;
+        let _ = self.housekeeping.await;
         self.node.storage.flush().await?;
         match Arc::try_unwrap(self.node) {
             Ok(node) => node.storage.shutdown().await?,

@@ -251,6 +251,19 @@ pub fn broker_configs(config: &crate::ServeConfig) -> Vec<(&'static str, String,
     ]
 }
 
+/// A topic config's value: set explicitly on the topic, else the catalog's default.
+pub fn effective<'a>(
+    explicit: &'a std::collections::BTreeMap<String, String>,
+    name: &str,
+) -> Option<&'a str> {
+    explicit.get(name).map(String::as_str).or_else(|| {
+        TOPIC_CONFIGS
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| c.default)
+    })
+}
+
 /// Checks a topic config name and value; the message says what is wrong (INVALID_CONFIG).
 pub fn validate(name: &str, value: &str) -> Result<(), String> {
     let Some(config) = TOPIC_CONFIGS.iter().find(|c| c.name == name) else {

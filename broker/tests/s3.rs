@@ -167,3 +167,13 @@ fn group_consumer(bootstrap: &str) -> BaseConsumer {
         .create()
         .unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_objects_from_the_bucket() {
+    if !weir_tests::s3::enabled("s3::retention_deletes_objects_from_the_bucket") {
+        return;
+    }
+    let s3 = S3Server::start();
+    let url = format!("s3://{BUCKET}/retention");
+    common::scenarios::retention_deletes_objects(&url, &s3.env()).await;
+}

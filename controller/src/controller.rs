@@ -10,7 +10,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use async_trait::async_trait;
 use object_store::ObjectStore;
 use uuid::Uuid;
-use weir_common::{Epoch, ObjectId, Offset, StreamId};
+use weir_common::{Clock, Epoch, ObjectId, Offset, StreamId, SystemClock};
 use weir_storage::{MetadataError, NewObject, ObjectSlice, StreamDescriptor, StreamMetadata};
 
 use crate::ControllerError;
@@ -22,8 +22,10 @@ use crate::records::{
 use crate::state::{State, Topic, commit_record};
 
 /// Settings of the controller.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ControllerConfig {
+    /// The clock that stamps object commits (retention by time goes by it). Default: the system's.
+    pub clock: Arc<dyn Clock>,
     /// A snapshot is written after this many log appends. Default 1000.
     pub snapshot_every: u64,
     /// Object ids are reserved in blocks of this many, one log append per block. Default 1024.
@@ -33,6 +35,7 @@ pub struct ControllerConfig {
 impl Default for ControllerConfig {
     fn default() -> Self {
         Self {
+            clock: Arc::new(SystemClock),
             snapshot_every: 1000,
             object_id_block: 1024,
         }
@@ -44,18 +47,20 @@ impl Default for ControllerConfig {
 pub struct Controller {
     log: tokio::sync::Mutex<Writer>,
     state: RwLock<State>,
-    config: ControllerConfig,
+    pub(crate) config: ControllerConfig,
 }
 
 #[derive(Debug)]
-struct Writer {
-    log: MetaLog,
+pub(crate) struct Writer {
+    pub(crate) log: MetaLog,
     /// Object ids handed out from the reserved block: next, and the block's end.
-    next_object_id: u64,
+    pub(crate) next_object_id: u64,
     reserved_object_id: u64,
     /// An append failed with no answer from the store (an error or a timeout): it may have landed.
     /// The log is reread before the next change is judged, so the state never misses it.
     uncertain: bool,
+    /// Garbage collection's memory (`gc.rs`).
+    pub(crate) gc: crate::gc::GcMemory,
 }
 
 impl Controller {
@@ -72,6 +77,7 @@ impl Controller {
                 next_object_id: reserved,
                 reserved_object_id: reserved,
                 uncertain: false,
+                gc: crate::gc::GcMemory::default(),
             }),
             state: RwLock::new(state),
             config,
@@ -84,7 +90,7 @@ impl Controller {
     }
 
     /// The writer, once the state is known to reflect the whole log.
-    async fn writer(&self) -> tokio::sync::MutexGuard<'_, Writer> {
+    pub(crate) async fn writer(&self) -> tokio::sync::MutexGuard<'_, Writer> {
         let mut writer = self.log.lock().await;
         if writer.uncertain {
             self.reload(&mut writer).await;
@@ -93,7 +99,7 @@ impl Controller {
     }
 
     /// Appends `records` and applies them. The caller holds the writer.
-    async fn commit(
+    pub(crate) async fn commit(
         &self,
         writer: &mut Writer,
         records: Vec<Record>,
@@ -262,7 +268,11 @@ impl StreamMetadata for Controller {
     async fn create_stream(&self) -> Result<StreamId, MetadataError> {
         let mut writer = self.writer().await;
         let id = self.read(|s| s.next_stream_id);
-        let record = Kind::StreamCreated(StreamCreated { stream: id }).into();
+        let record = Kind::StreamCreated(StreamCreated {
+            stream: id,
+            end_offset: 0,
+        })
+        .into();
         self.commit(&mut writer, vec![record])
             .await
             .map_err(Self::unavailable)?;
@@ -337,8 +347,15 @@ impl StreamMetadata for Controller {
 
     async fn commit_objects(&self, objects: Vec<NewObject>) -> Result<(), MetadataError> {
         let mut writer = self.writer().await;
-        self.read(|s| weir_storage::check_commit(&objects, |id| s.describe(id)))?;
-        self.commit(&mut writer, vec![commit_record(&objects)])
+        self.read(|s| {
+            let fenced = objects.iter().find(|o| o.object.id.get() < s.object_fence);
+            if let Some(o) = fenced {
+                return Err(MetadataError::ObjectFenced(o.object.id));
+            }
+            weir_storage::check_commit(&objects, |id| s.describe(id))
+        })?;
+        let now = self.config.clock.now_ms();
+        self.commit(&mut writer, vec![commit_record(&objects, now)])
             .await
             .map_err(Self::unavailable)
     }

@@ -10,11 +10,13 @@
 //! service for multi-broker clusters comes with the cluster milestone.
 
 mod controller;
+mod gc;
 pub mod log;
 pub mod records;
 pub mod state;
 
 pub use controller::{Controller, ControllerConfig, validate_topic_name};
+pub use gc::GcReport;
 pub use state::{State, Topic};
 
 use std::sync::Arc;

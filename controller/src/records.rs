@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Record {
     /// What changed.
-    #[prost(oneof = "Kind", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9")]
+    #[prost(oneof = "Kind", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11")]
     pub kind: Option<Kind>,
 }
 
@@ -42,6 +42,29 @@ pub enum Kind {
     /// A stream's log start offset advanced.
     #[prost(message, tag = "9")]
     StreamTrimmed(StreamTrimmed),
+    /// Objects no stream needs any more were dropped; their keys are deleted after this record.
+    #[prost(message, tag = "10")]
+    ObjectsDeleted(ObjectsDeleted),
+    /// Object ids below a mark can no longer be committed (garbage collection deletes the uncommitted
+    /// objects below it).
+    #[prost(message, tag = "11")]
+    ObjectIdFence(ObjectIdFence),
+}
+
+/// Objects dropped from the metadata.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ObjectsDeleted {
+    /// Their ids.
+    #[prost(uint64, repeated, tag = "1")]
+    pub ids: Vec<u64>,
+}
+
+/// The garbage collector's fence: ids below it are committed already or never will be.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ObjectIdFence {
+    /// The first id still committable.
+    #[prost(uint64, tag = "1")]
+    pub below: u64,
 }
 
 /// A stream's new log start offset (it only grows).
@@ -108,6 +131,10 @@ pub struct StreamCreated {
     /// Its id.
     #[prost(uint64, tag = "1")]
     pub stream: u64,
+    /// In snapshots: the stream's committed end, which its slices no longer show once retention has
+    /// dropped them all. 0 in the log.
+    #[prost(uint64, tag = "2")]
+    pub end_offset: u64,
 }
 
 /// A stream was opened by a new owner.
@@ -147,6 +174,9 @@ pub struct CommittedObject {
     /// The stream ranges it holds.
     #[prost(message, repeated, tag = "4")]
     pub ranges: Vec<CommittedRange>,
+    /// When the controller committed it, in milliseconds since the Unix epoch (0: not recorded).
+    #[prost(uint64, tag = "5")]
+    pub committed_at_ms: u64,
 }
 
 /// A stream range inside a committed object.
@@ -164,6 +194,9 @@ pub struct CommittedRange {
     /// Offset after the last.
     #[prost(uint64, tag = "4")]
     pub end: u64,
+    /// Bytes of the range's batches in the object (0: not recorded).
+    #[prost(uint64, tag = "5")]
+    pub bytes: u64,
 }
 
 /// Id counters.

@@ -11,8 +11,8 @@ use weir_common::{Epoch, ObjectId, Offset, StreamId};
 use weir_storage::{ObjectDescriptor, ObjectKind, ObjectSlice, StreamDescriptor};
 
 use crate::records::{
-    CommittedObject, CommittedRange, Counters, Kind, ObjectsCommitted, Record, StreamCreated,
-    StreamOpened, StreamTrimmed, TopicCreated,
+    CommittedObject, CommittedRange, Counters, Kind, ObjectIdFence, ObjectsCommitted, Record,
+    StreamCreated, StreamOpened, StreamTrimmed, TopicCreated,
 };
 
 /// A topic.
@@ -56,6 +56,8 @@ pub struct State {
     pub next_stream_id: u64,
     /// Next object id not yet reserved.
     pub next_object_id: u64,
+    /// Object ids below this can no longer be committed (the garbage collector's fence).
+    pub object_fence: u64,
 }
 
 fn kind_of(code: u32) -> ObjectKind {
@@ -102,7 +104,8 @@ impl State {
                 }
             }
             Kind::StreamCreated(s) => {
-                self.streams.entry(StreamId(s.stream)).or_default();
+                let stream = self.streams.entry(StreamId(s.stream)).or_default();
+                stream.end = stream.end.max(Offset(s.end_offset));
                 self.next_stream_id = self.next_stream_id.max(s.stream + 1);
             }
             Kind::StreamOpened(s) => {
@@ -137,8 +140,23 @@ impl State {
             Kind::StreamTrimmed(t) => {
                 if let Some(stream) = self.streams.get_mut(&StreamId(t.stream)) {
                     stream.start = stream.start.max(Offset(t.start_offset));
+                    // Slices wholly below the log start are no longer needed; an object none needs
+                    // is garbage (see `unreferenced_objects`).
+                    let start = stream.start;
+                    stream.slices.retain(|s| s.end > start);
                 }
             }
+            Kind::ObjectsDeleted(d) => {
+                // Only unreferenced objects are ever dropped; an id some slice still names is kept,
+                // so a wrong record cannot make committed data unreadable.
+                let referenced = self.referenced_objects();
+                for id in &d.ids {
+                    if !referenced.contains(&ObjectId(*id)) {
+                        self.objects.remove(&ObjectId(*id));
+                    }
+                }
+            }
+            Kind::ObjectIdFence(f) => self.object_fence = self.object_fence.max(f.below),
             Kind::Counters(c) => {
                 self.next_stream_id = self.next_stream_id.max(c.next_stream_id);
                 self.next_object_id = self.next_object_id.max(c.next_object_id);
@@ -162,7 +180,12 @@ impl State {
                     object: descriptor,
                     start: Offset(range.start),
                     end: Offset(range.end),
+                    bytes: range.bytes,
+                    committed_at_ms: object.committed_at_ms,
                 };
+                if slice.end <= stream.start {
+                    continue; // trimmed away before this commit was applied
+                }
                 let at = stream.slices.partition_point(|s| s.start < slice.start);
                 stream.slices.insert(at, slice);
                 stream.end = stream.end.max(slice.end);
@@ -179,6 +202,14 @@ impl State {
             next_stream_id: self.next_stream_id,
             next_object_id: self.next_object_id,
         }))];
+        if self.object_fence > 0 {
+            records.push(
+                Kind::ObjectIdFence(ObjectIdFence {
+                    below: self.object_fence,
+                })
+                .into(),
+            );
+        }
         for topic in self.topics.values() {
             records.push(
                 Kind::TopicCreated(TopicCreated {
@@ -191,8 +222,15 @@ impl State {
             );
         }
         let mut ranges: BTreeMap<ObjectId, Vec<CommittedRange>> = BTreeMap::new();
+        let mut committed_at: BTreeMap<ObjectId, u64> = BTreeMap::new();
         for (id, stream) in &self.streams {
-            records.push(Kind::StreamCreated(StreamCreated { stream: id.get() }).into());
+            records.push(
+                Kind::StreamCreated(StreamCreated {
+                    stream: id.get(),
+                    end_offset: stream.end.get(),
+                })
+                .into(),
+            );
             for (epoch, start) in &stream.epochs {
                 records.push(
                     Kind::StreamOpened(StreamOpened {
@@ -222,7 +260,9 @@ impl State {
                         epoch: stream.epoch.get(),
                         start: slice.start.get(),
                         end: slice.end.get(),
+                        bytes: slice.bytes,
                     });
+                committed_at.insert(slice.object.id, slice.committed_at_ms);
             }
         }
         let objects = self
@@ -233,6 +273,7 @@ impl State {
                 size: o.size,
                 kind: code_of(o.kind),
                 ranges: ranges.remove(&o.id).unwrap_or_default(),
+                committed_at_ms: committed_at.get(&o.id).copied().unwrap_or_default(),
             })
             .collect();
         records.push(Kind::ObjectsCommitted(ObjectsCommitted { objects }).into());
@@ -259,6 +300,51 @@ impl State {
         Some((found, history.get(i).map(|(_, start)| *start)))
     }
 
+    /// Committed objects that no stream references any more (trimmed by retention or DeleteRecords,
+    /// or their streams deleted): to be deleted.
+    pub fn unreferenced_objects(&self) -> Vec<ObjectDescriptor> {
+        let referenced = self.referenced_objects();
+        self.objects
+            .values()
+            .filter(|o| !referenced.contains(&o.id))
+            .copied()
+            .collect()
+    }
+
+    fn referenced_objects(&self) -> std::collections::BTreeSet<ObjectId> {
+        self.streams
+            .values()
+            .flat_map(|s| s.slices.iter().map(|slice| slice.object.id))
+            .collect()
+    }
+
+    /// Where retention moves a stream's log start: past the oldest committed slices that are older
+    /// than `retention_ms` (by commit time) or that the stream can lose and still keep at least
+    /// `retention_bytes`, as Kafka deletes whole segments. `None` when nothing is due.
+    pub fn retention_start(
+        &self,
+        stream: StreamId,
+        now_ms: u64,
+        retention_ms: Option<u64>,
+        retention_bytes: Option<u64>,
+    ) -> Option<Offset> {
+        let stream = self.streams.get(&stream)?;
+        let mut kept: u64 = stream.slices.iter().map(|s| s.bytes).sum();
+        let mut start = None;
+        for slice in &stream.slices {
+            let expired = retention_ms.is_some_and(|ms| {
+                slice.committed_at_ms > 0 && slice.committed_at_ms + ms <= now_ms
+            });
+            let over_size = retention_bytes.is_some_and(|max| kept - slice.bytes >= max);
+            if !(expired || over_size) {
+                break;
+            }
+            kept -= slice.bytes;
+            start = Some(slice.end);
+        }
+        start.filter(|s| *s > stream.start)
+    }
+
     /// The topic with this id.
     pub fn topic_by_id(&self, id: Uuid) -> Option<&Topic> {
         self.topics.values().find(|t| t.id == id)
@@ -266,7 +352,7 @@ impl State {
 }
 
 /// Builds the record of an object commit.
-pub(crate) fn commit_record(objects: &[weir_storage::NewObject]) -> Record {
+pub(crate) fn commit_record(objects: &[weir_storage::NewObject], committed_at_ms: u64) -> Record {
     Kind::ObjectsCommitted(ObjectsCommitted {
         objects: objects
             .iter()
@@ -282,8 +368,10 @@ pub(crate) fn commit_record(objects: &[weir_storage::NewObject]) -> Record {
                         epoch: r.epoch.get(),
                         start: r.start.get(),
                         end: r.end.get(),
+                        bytes: r.bytes,
                     })
                     .collect(),
+                committed_at_ms,
             })
             .collect(),
     })

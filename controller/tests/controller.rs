@@ -115,13 +115,25 @@ async fn a_retried_append_that_had_landed_is_recognised() {
     use weir_controller::records::{Kind, Record, StreamCreated};
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let (mut log, _) = MetaLog::open(store.clone(), 100).await.unwrap();
-    let records: Vec<Record> = vec![Kind::StreamCreated(StreamCreated { stream: 7 }).into()];
+    let records: Vec<Record> = vec![
+        Kind::StreamCreated(StreamCreated {
+            stream: 7,
+            end_offset: 0,
+        })
+        .into(),
+    ];
     // Another handle at the same position plays the attempt whose answer was lost.
     let (mut lost_attempt, _) = MetaLog::open(store.clone(), 100).await.unwrap();
     lost_attempt.append(&records).await.unwrap();
     log.append(&records).await.unwrap();
     assert_eq!(log.next_seq(), 1);
-    let other: Vec<Record> = vec![Kind::StreamCreated(StreamCreated { stream: 8 }).into()];
+    let other: Vec<Record> = vec![
+        Kind::StreamCreated(StreamCreated {
+            stream: 8,
+            end_offset: 0,
+        })
+        .into(),
+    ];
     let (mut stale, _) = MetaLog::open(store.clone(), 100).await.unwrap();
     let (mut fresh, _) = MetaLog::open(store, 100).await.unwrap();
     fresh.append(&records).await.unwrap();

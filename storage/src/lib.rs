@@ -42,7 +42,7 @@ pub use metadata::{
     StreamDescriptor, StreamMetadata, StreamRange, check_close, check_commit, slices_from,
 };
 pub use metered::MeteredStore;
-pub use objects::object_key;
+pub use objects::{object_key, parse_object_key};
 pub use storage::{Components, Storage, StorageStats};
 pub use store_url::{StoreUrlError, check_conditional_create, open_store, open_store_with_env};
 pub use stream::{AppendReceipt, Durable, Stream};

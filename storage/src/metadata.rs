@@ -45,6 +45,9 @@ pub struct StreamRange {
     pub start: Offset,
     /// Offset after the last.
     pub end: Offset,
+    /// Bytes of the range's batches in the object (what retention by size counts).
+    #[serde(default)]
+    pub bytes: u64,
 }
 
 /// An uploaded object and the stream ranges it holds.
@@ -78,6 +81,11 @@ pub struct ObjectSlice {
     pub start: Offset,
     /// Offset after the stream's last one in it.
     pub end: Offset,
+    /// Bytes of the stream's batches in it (0 when not recorded).
+    pub bytes: u64,
+    /// When the object was committed, in milliseconds since the Unix epoch (0 when not recorded):
+    /// what retention by time goes by, as Kafka goes by a segment's newest record.
+    pub committed_at_ms: u64,
 }
 
 /// Why a metadata request failed.
@@ -106,6 +114,10 @@ pub enum MetadataError {
         /// The range's start.
         found: Offset,
     },
+    /// The object's id was handed out before the last garbage collection fenced old ids: an upload
+    /// that took that long is refused (its object may already be deleted) and must be redone.
+    #[error("{0} was allocated before the garbage collector's fence; upload again")]
+    ObjectFenced(ObjectId),
     /// The metadata service could not be reached or failed.
     #[error("metadata unavailable: {0}")]
     Unavailable(String),
@@ -322,6 +334,8 @@ impl StreamMetadata for MemoryMetadata {
                         object: new.object,
                         start: range.start,
                         end: range.end,
+                        bytes: range.bytes,
+                        committed_at_ms: 0,
                     });
                     stream.descriptor.end_offset = range.end;
                 }

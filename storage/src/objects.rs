@@ -25,6 +25,21 @@ pub fn object_key(id: ObjectId) -> Path {
     Path::from(format!("data/{hash:08x}/{:020}.obj", id.get()))
 }
 
+/// The object id a data object key names, or `None` for any other key.
+pub fn parse_object_key(key: &Path) -> Option<ObjectId> {
+    let mut parts = key.parts();
+    if parts.next()?.as_ref() != "data" {
+        return None;
+    }
+    let _hash = parts.next()?;
+    let name = parts.next()?;
+    let id = name.as_ref().strip_suffix(".obj")?;
+    if parts.next().is_some() || id.len() != 20 {
+        return None;
+    }
+    id.parse().ok().map(ObjectId)
+}
+
 /// Counters of the read path.
 #[derive(Debug, Default)]
 pub(crate) struct ReadStats {

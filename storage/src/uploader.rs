@@ -48,6 +48,7 @@ impl StreamUpload {
             epoch: self.epoch,
             start: self.batches.first()?.base_offset,
             end: self.batches.last()?.end_offset(),
+            bytes: self.bytes,
         })
     }
 }

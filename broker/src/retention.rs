@@ -1,0 +1,88 @@
+//! Housekeeping on a timer: retention (`retention.ms`, `retention.bytes`) moves the log start of the
+//! partitions open here, then the controller's garbage collection deletes the objects no partition
+//! needs any more and those never committed (`controller/src/gc.rs`).
+//!
+//! Retention works on whole committed slices (an upload's part of one partition), as Kafka's works on
+//! whole segments: a slice goes once it was committed more than `retention.ms` ago, or while the
+//! partition keeps at least `retention.bytes` without it. Data not yet uploaded is never removed.
+//! Topics whose `cleanup.policy` does not include `delete`, and `__consumer_offsets`, are skipped.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use weir_common::{Clock, Offset, StreamId, SystemClock};
+
+use crate::node::Node;
+use crate::topic_config;
+
+/// Runs retention and garbage collection every `retention_check_interval_ms` until `stop`.
+pub(crate) async fn run(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
+    let interval = Duration::from_millis(node.config.retention_check_interval_ms.max(1));
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+        enforce_retention(&node, SystemClock.now_ms()).await;
+        match node
+            .controller
+            .collect_garbage(node.config.object_delete_grace_ms)
+            .await
+        {
+            Ok(report) => {
+                let deleted = report.deleted_dropped + report.deleted_unnamed;
+                metrics::counter!("weir_objects_deleted_total", "reason" => "unreferenced")
+                    .increment(report.deleted_dropped as u64);
+                metrics::counter!("weir_objects_deleted_total", "reason" => "uncommitted")
+                    .increment(report.deleted_unnamed as u64);
+                if deleted > 0 {
+                    tracing::info!(?report, "objects deleted");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "garbage collection failed; retrying later"),
+        }
+    }
+}
+
+/// Moves the log start of every partition open here that has slices past retention.
+pub(crate) async fn enforce_retention(node: &Node, now_ms: u64) {
+    for (stream, start) in due(node, now_ms) {
+        let Some(handle) = node.storage.stream(stream) else {
+            continue; // not open here
+        };
+        match handle.delete_records(start).await {
+            Ok(start) => tracing::debug!(%stream, %start, "retention moved the log start"),
+            Err(e) => tracing::warn!(%stream, error = %e, "retention could not move the log start"),
+        }
+    }
+}
+
+fn due(node: &Node, now_ms: u64) -> Vec<(StreamId, Offset)> {
+    node.controller.read(|state| {
+        let mut due = Vec::new();
+        for topic in state.topics.values() {
+            let config = |name| topic_config::effective(&topic.configs, name);
+            let deletes = config("cleanup.policy")
+                .is_some_and(|p| p.split(',').any(|p| p.trim() == "delete"));
+            if !deletes || topic.name == crate::group::OFFSETS_TOPIC {
+                continue;
+            }
+            let limit = |name| {
+                config(name)
+                    .and_then(|v| v.parse::<i64>().ok())
+                    .and_then(|v| u64::try_from(v).ok())
+            };
+            let (ms, bytes) = (limit("retention.ms"), limit("retention.bytes"));
+            if ms.is_none() && bytes.is_none() {
+                continue;
+            }
+            for stream in &topic.partitions {
+                if let Some(start) = state.retention_start(*stream, now_ms, ms, bytes) {
+                    due.push((*stream, start));
+                }
+            }
+        }
+        due
+    })
+}
