@@ -8,7 +8,7 @@
 //! - [`node`]: the state connections share: controller, storage, partitions;
 //! - `error`: the one mapping from Weir errors to Kafka error codes;
 //! - `metrics`: the Prometheus page of the admin listener;
-//! - `retention`: retention and object garbage collection on a timer.
+//! - `retention`: retention, compaction and object garbage collection on a timer.
 
 mod api;
 pub mod batch;

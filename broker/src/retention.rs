@@ -1,6 +1,7 @@
 //! Housekeeping on a timer: retention (`retention.ms`, `retention.bytes`) moves the log start of the
-//! partitions open here, then the controller's garbage collection deletes the objects no partition
-//! needs any more and those never committed (`controller/src/gc.rs`).
+//! partitions open here, compaction rewrites small stream set objects into fewer
+//! (`storage/src/compactor.rs`), then the controller's garbage collection deletes the objects no
+//! partition needs any more and those never committed (`controller/src/gc.rs`).
 //!
 //! Retention works on whole committed slices (an upload's part of one partition), as Kafka's works on
 //! whole segments: a slice goes once it was committed more than `retention.ms` ago, or while the
@@ -16,7 +17,7 @@ use weir_common::{Clock, Offset, StreamId, SystemClock};
 use crate::node::Node;
 use crate::topic_config;
 
-/// Runs retention and garbage collection every `retention_check_interval_ms` until `stop`.
+/// Runs retention, compaction and garbage collection every `retention_check_interval_ms` until `stop`.
 pub(crate) async fn run(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
     let interval = Duration::from_millis(node.config.retention_check_interval_ms.max(1));
     loop {
@@ -25,6 +26,11 @@ pub(crate) async fn run(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
             () = tokio::time::sleep(interval) => {}
         }
         enforce_retention(&node, SystemClock.now_ms()).await;
+        match node.storage.compact().await {
+            Ok(report) if report.replaced > 0 => tracing::info!(?report, "objects compacted"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "compaction failed; retrying later"),
+        }
         match node
             .controller
             .collect_garbage(node.config.object_delete_grace_ms)

@@ -19,7 +19,7 @@ use crate::records::{
     Counters, Kind, PartitionsAdded, Record, StreamCreated, StreamOpened, StreamTrimmed,
     TopicConfigsSet, TopicCreated, TopicDeleted,
 };
-use crate::state::{State, Topic, commit_record};
+use crate::state::{State, Topic, commit_record, compaction_record};
 
 /// Settings of the controller.
 #[derive(Debug, Clone)]
@@ -358,6 +358,49 @@ impl StreamMetadata for Controller {
         self.commit(&mut writer, vec![commit_record(&objects, now)])
             .await
             .map_err(Self::unavailable)
+    }
+
+    async fn replace_objects(
+        &self,
+        removed: Vec<ObjectId>,
+        added: Vec<NewObject>,
+    ) -> Result<(), MetadataError> {
+        let mut writer = self.writer().await;
+        let committed_at = self.read(|s| {
+            if let Some(o) = added.iter().find(|o| o.object.id.get() < s.object_fence) {
+                return Err(MetadataError::ObjectFenced(o.object.id));
+            }
+            let live = |id: ObjectId| {
+                s.objects.get(&id)?;
+                Some(
+                    s.streams
+                        .iter()
+                        .flat_map(|(stream_id, stream)| {
+                            stream
+                                .slices
+                                .iter()
+                                .filter(move |sl| sl.object.id == id && sl.end > stream.start)
+                                .map(move |sl| (*stream_id, sl.start, sl.end))
+                        })
+                        .collect(),
+                )
+            };
+            let start_of = |id| s.streams.get(&id).map(|st| st.start);
+            weir_storage::check_replace(&removed, &added, live, start_of)?;
+            Ok(s.streams
+                .values()
+                .flat_map(|st| &st.slices)
+                .filter(|sl| removed.contains(&sl.object.id))
+                .map(|sl| sl.committed_at_ms)
+                .max()
+                .unwrap_or_default())
+        })?;
+        self.commit(
+            &mut writer,
+            vec![compaction_record(&removed, &added, committed_at)],
+        )
+        .await
+        .map_err(Self::unavailable)
     }
 
     async fn find_objects(

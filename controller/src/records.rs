@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Record {
     /// What changed.
-    #[prost(oneof = "Kind", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11")]
+    #[prost(oneof = "Kind", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12")]
     pub kind: Option<Kind>,
 }
 
@@ -49,6 +49,20 @@ pub enum Kind {
     /// objects below it).
     #[prost(message, tag = "11")]
     ObjectIdFence(ObjectIdFence),
+    /// Compaction: objects replaced by others holding the same data.
+    #[prost(message, tag = "12")]
+    ObjectsCompacted(ObjectsCompacted),
+}
+
+/// Objects whose slices moved to new objects (the old ones become garbage).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ObjectsCompacted {
+    /// The replaced objects' ids.
+    #[prost(uint64, repeated, tag = "1")]
+    pub removed: Vec<u64>,
+    /// The new objects and the ranges they hold.
+    #[prost(message, repeated, tag = "2")]
+    pub added: Vec<CommittedObject>,
 }
 
 /// Objects dropped from the metadata.

@@ -11,8 +11,8 @@ use weir_common::{Epoch, ObjectId, Offset, StreamId};
 use weir_storage::{ObjectDescriptor, ObjectKind, ObjectSlice, StreamDescriptor};
 
 use crate::records::{
-    CommittedObject, CommittedRange, Counters, Kind, ObjectIdFence, ObjectsCommitted, Record,
-    StreamCreated, StreamOpened, StreamTrimmed, TopicCreated,
+    CommittedObject, CommittedRange, Counters, Kind, ObjectIdFence, ObjectsCommitted,
+    ObjectsCompacted, Record, StreamCreated, StreamOpened, StreamTrimmed, TopicCreated,
 };
 
 /// A topic.
@@ -123,6 +123,17 @@ impl State {
                 }
             }
             Kind::ObjectsCommitted(c) => self.apply_commit(c),
+            Kind::ObjectsCompacted(c) => {
+                for stream in self.streams.values_mut() {
+                    stream
+                        .slices
+                        .retain(|s| !c.removed.contains(&s.object.id.get()));
+                }
+                // The replaced objects stay in `objects`, unreferenced, until garbage collection.
+                self.apply_commit(&ObjectsCommitted {
+                    objects: c.added.clone(),
+                });
+            }
             Kind::TopicConfigsSet(t) => {
                 if let Some(topic) = self.topics.get_mut(&t.name) {
                     topic.configs = t.configs.clone();
@@ -354,28 +365,50 @@ impl State {
 /// Builds the record of an object commit.
 pub(crate) fn commit_record(objects: &[weir_storage::NewObject], committed_at_ms: u64) -> Record {
     Kind::ObjectsCommitted(ObjectsCommitted {
-        objects: objects
-            .iter()
-            .map(|o| CommittedObject {
-                id: o.object.id.get(),
-                size: o.object.size,
-                kind: code_of(o.object.kind),
-                ranges: o
-                    .ranges
-                    .iter()
-                    .map(|r| CommittedRange {
-                        stream: r.stream_id.get(),
-                        epoch: r.epoch.get(),
-                        start: r.start.get(),
-                        end: r.end.get(),
-                        bytes: r.bytes,
-                    })
-                    .collect(),
-                committed_at_ms,
-            })
-            .collect(),
+        objects: committed_objects(objects, committed_at_ms),
     })
     .into()
+}
+
+/// The record of a compaction. The new objects' slices take the newest commit time of the objects
+/// they replace, as a Kafka segment goes by its newest record: retention by time never removes data
+/// earlier because it was compacted (older parts may stay a little longer).
+pub(crate) fn compaction_record(
+    removed: &[ObjectId],
+    added: &[weir_storage::NewObject],
+    committed_at_ms: u64,
+) -> Record {
+    Kind::ObjectsCompacted(ObjectsCompacted {
+        removed: removed.iter().map(|id| id.get()).collect(),
+        added: committed_objects(added, committed_at_ms),
+    })
+    .into()
+}
+
+fn committed_objects(
+    objects: &[weir_storage::NewObject],
+    committed_at_ms: u64,
+) -> Vec<CommittedObject> {
+    objects
+        .iter()
+        .map(|o| CommittedObject {
+            id: o.object.id.get(),
+            size: o.object.size,
+            kind: code_of(o.object.kind),
+            ranges: o
+                .ranges
+                .iter()
+                .map(|r| CommittedRange {
+                    stream: r.stream_id.get(),
+                    epoch: r.epoch.get(),
+                    start: r.start.get(),
+                    end: r.end.get(),
+                    bytes: r.bytes,
+                })
+                .collect(),
+            committed_at_ms,
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -149,3 +149,62 @@ async fn retention_and_garbage_collection() {
     let theirs = reopened.read(|s| (s.objects.clone(), s.object_fence, s.streams.clone()));
     assert_eq!(mine, theirs);
 }
+
+/// Compaction through the controller: the replacement must cover exactly the live slices of the
+/// replaced objects; the replaced objects then become garbage, and the state survives a restart.
+#[tokio::test]
+async fn compaction_replaces_objects_and_leaves_garbage() {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let config = ControllerConfig {
+        clock: clock.clone(),
+        ..ControllerConfig::default()
+    };
+    let c = Controller::open(store.clone(), config.clone())
+        .await
+        .unwrap();
+    let topic = c.create_topic("t", 1, BTreeMap::new()).await.unwrap();
+    let stream = topic.partitions[0];
+    c.open_stream(stream).await.unwrap();
+    for start in [0, 10, 20] {
+        commit(&c, &store, stream, start).await;
+        clock.advance_ms(1_000);
+    }
+    let old: Vec<ObjectId> = c.read(|s| s.objects.keys().copied().collect());
+    let epoch = c.describe_stream(stream).await.unwrap().epoch;
+    let new_id = c.allocate_object_ids(1).await.unwrap();
+    let object = put(&store, new_id).await;
+    let replacement = |end| NewObject {
+        object,
+        ranges: vec![StreamRange {
+            stream_id: stream,
+            epoch,
+            start: Offset(0),
+            end: Offset(end),
+            bytes: 3000,
+        }],
+    };
+    let short = c.replace_objects(old.clone(), vec![replacement(25)]).await;
+    assert!(
+        matches!(short, Err(MetadataError::ReplacedObjectsChanged(_))),
+        "a replacement missing offsets is refused: {short:?}"
+    );
+    c.replace_objects(old.clone(), vec![replacement(30)])
+        .await
+        .unwrap();
+    let slices = c.read(|s| s.streams[&stream].slices.clone());
+    assert_eq!(slices.len(), 1);
+    assert_eq!(slices[0].object.id, new_id);
+    assert_eq!(
+        slices[0].committed_at_ms, 1_002_000,
+        "the newest replaced commit time"
+    );
+    let garbage: Vec<ObjectId> =
+        c.read(|s| s.unreferenced_objects().iter().map(|o| o.id).collect());
+    assert_eq!(garbage, old);
+    let report = c.collect_garbage(0).await.unwrap();
+    assert_eq!(report.deleted_dropped, 3, "{report:?}");
+    assert_eq!(keys(&store).await, BTreeSet::from([new_id.get()]));
+    let reopened = Controller::open(store, config).await.unwrap();
+    assert_eq!(reopened.read(|s| s.streams[&stream].slices.clone()), slices);
+}

@@ -33,6 +33,10 @@ pub struct StorageConfig {
     pub tail_read_bytes: u64,
     /// Most bytes one read from objects fetches ahead in one ranged GET. Default 4 MiB.
     pub object_read_max_bytes: u64,
+    /// Compaction starts once this many stream set objects of open streams exist. Default 8.
+    pub compaction_min_objects: usize,
+    /// Most bytes of objects one compaction pass rewrites. Default 256 MiB.
+    pub compaction_max_bytes: u64,
 }
 
 impl Default for StorageConfig {
@@ -48,6 +52,8 @@ impl Default for StorageConfig {
             index_cache_max_bytes: 16 << 20,
             tail_read_bytes: 64 << 10,
             object_read_max_bytes: 4 << 20,
+            compaction_min_objects: 8,
+            compaction_max_bytes: 256 << 20,
         }
     }
 }

@@ -41,6 +41,7 @@ pub async fn run_all(store: Arc<dyn ObjectStore>) {
         a_fenced_owner_cannot_commit,
         damaged_objects_are_reported,
         delete_records_moves_the_log_start,
+        compaction_bounds_object_count,
     );
 }
 
@@ -631,5 +632,64 @@ async fn damaged_objects_are_reported(store: &Arc<dyn ObjectStore>) {
         Err(StorageError::Format { key: k, .. }) => assert_eq!(k, key.to_string()),
         other => panic!("damage: expected a format error naming the object, got {other:?}"),
     }
+    storage.shutdown().await.expect("shutdown");
+}
+
+async fn compaction_bounds_object_count(store: &Arc<dyn ObjectStore>) {
+    let mut h = Harness::new(store, "compaction");
+    h.config.log_cache_max_bytes = 0;
+    h.config.compaction_min_objects = 4;
+    h.config.block_max_bytes = 4 << 10;
+    let (storage, _) = h.open().await;
+    let a = storage.create_stream().await.expect("create");
+    let b = storage.create_stream().await.expect("create");
+    let (sa, sb) = (
+        storage.open_stream(a).await.expect("open"),
+        storage.open_stream(b).await.expect("open"),
+    );
+    let (mut written_a, mut written_b) = (Vec::new(), Vec::new());
+    for round in 0..10 {
+        written_a.extend(append_all(&sa, batches_for(a, 20, 300)).await);
+        if round % 3 == 0 {
+            written_b.extend(append_all(&sb, batches_for(b, 7, 500)).await);
+        }
+        storage.flush().await.expect("flush");
+    }
+    // Part of stream a is below its log start: compaction keeps what is still referenced.
+    let start = written_a[30].base_offset;
+    sa.delete_records(start).await.expect("trim");
+    let before = h.metadata.objects().len();
+    assert_eq!(before, 10, "compaction: one stream set object per upload");
+
+    let report = storage.compact().await.expect("compact");
+    assert_eq!(report.replaced, 10, "compaction: {report:?}");
+    let after = h.metadata.objects().len();
+    assert!(after <= 2, "compaction: {after} objects left ({report:?})");
+    let live_a: Vec<_> = written_a
+        .iter()
+        .filter(|x| x.end_offset() > start)
+        .cloned()
+        .collect();
+    assert_eq!(
+        read_all(&sa, start, 4 << 10).await,
+        live_a,
+        "compaction: stream a reads the same bytes"
+    );
+    assert_eq!(
+        read_all(&sb, Offset(0), 4 << 10).await,
+        written_b,
+        "compaction: stream b reads the same bytes"
+    );
+    let again = storage.compact().await.expect("compact");
+    assert_eq!(again.replaced, 0, "compaction: nothing left to do");
+    storage.shutdown().await.expect("shutdown");
+    h.delete_wal();
+    let (storage, _) = h.open().await;
+    let sb = storage.open_stream(b).await.expect("reopen");
+    assert_eq!(
+        read_all(&sb, Offset(0), 4 << 10).await,
+        written_b,
+        "compaction: the compacted objects alone serve the stream"
+    );
     storage.shutdown().await.expect("shutdown");
 }

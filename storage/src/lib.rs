@@ -16,6 +16,7 @@
 //! [`Storage::open`] uploads whatever the WAL holds beyond the committed objects before serving; if the
 //! WAL is lost after an upload, the objects alone still hold every record they committed.
 
+mod compactor;
 mod config;
 mod error;
 pub mod format;
@@ -33,13 +34,15 @@ pub mod conformance;
 #[cfg(feature = "conformance")]
 pub mod faulty;
 
+pub use compactor::CompactionReport;
 pub use config::StorageConfig;
 pub use error::StorageError;
 pub use format::{FormatError, StoredBatch};
 pub use local::LocalStore;
 pub use metadata::{
     MemoryMetadata, MetadataError, NewObject, ObjectDescriptor, ObjectKind, ObjectSlice,
-    StreamDescriptor, StreamMetadata, StreamRange, check_close, check_commit, slices_from,
+    StreamDescriptor, StreamMetadata, StreamRange, check_close, check_commit, check_replace,
+    slices_from,
 };
 pub use metered::MeteredStore;
 pub use objects::{object_key, parse_object_key};

@@ -118,6 +118,10 @@ pub enum MetadataError {
     /// that took that long is refused (its object may already be deleted) and must be redone.
     #[error("{0} was allocated before the garbage collector's fence; upload again")]
     ObjectFenced(ObjectId),
+    /// A compaction's inputs changed while it ran (a stream deleted, an object already replaced, a
+    /// slice of a stream this broker does not serve): nothing was changed.
+    #[error("objects to replace changed: {0}")]
+    ReplacedObjectsChanged(String),
     /// The metadata service could not be reached or failed.
     #[error("metadata unavailable: {0}")]
     Unavailable(String),
@@ -153,6 +157,16 @@ pub trait StreamMetadata: Send + Sync + fmt::Debug {
     /// Records uploaded objects. Atomic; every range must carry the stream's current epoch and start
     /// where the stream's committed data ends.
     async fn commit_objects(&self, objects: Vec<NewObject>) -> Result<(), MetadataError>;
+
+    /// Compaction: replaces objects by others holding the same data. Atomic; refused with
+    /// [`MetadataError::ReplacedObjectsChanged`] unless the new objects' ranges are exactly the live
+    /// slices (ending above their stream's log start) of the replaced objects (see [`check_replace`]).
+    /// The replaced objects stay until garbage collection deletes them.
+    async fn replace_objects(
+        &self,
+        removed: Vec<ObjectId>,
+        added: Vec<NewObject>,
+    ) -> Result<(), MetadataError>;
 
     /// Up to `limit` slices of `stream`, in offset order, starting with the one holding `from`.
     async fn find_objects(
@@ -191,6 +205,54 @@ pub fn check_commit(
         ends.insert(d.id, range.end);
     }
     Ok(())
+}
+
+/// The rule every [`StreamMetadata`] implementation applies to `replace_objects`: the live slices of
+/// the removed objects (`live_slices` gives `(stream, start, end)` of each slice ending above its
+/// stream's log start) cover exactly the offsets of the added ranges that end above their stream's
+/// log start (`start_of`; ranges trimmed away meanwhile are ignored).
+pub fn check_replace(
+    removed: &[ObjectId],
+    added: &[NewObject],
+    live_slices: impl Fn(ObjectId) -> Option<Vec<(StreamId, Offset, Offset)>>,
+    start_of: impl Fn(StreamId) -> Option<Offset>,
+) -> Result<(), MetadataError> {
+    let changed = |detail: String| Err(MetadataError::ReplacedObjectsChanged(detail));
+    let mut old = Vec::new();
+    for id in removed {
+        match live_slices(*id) {
+            Some(slices) => old.extend(slices),
+            None => return changed(format!("{id} is no longer committed")),
+        }
+    }
+    let mut new = Vec::new();
+    for range in added.iter().flat_map(|o| &o.ranges) {
+        let Some(start) = start_of(range.stream_id) else {
+            return changed(format!("{} no longer exists", range.stream_id));
+        };
+        if range.end > start {
+            new.push((range.stream_id, range.start, range.end));
+        }
+    }
+    // Compared as offsets covered: adjacent slices of a stream merge into one new range.
+    let (old, new) = (coverage(old), coverage(new));
+    if old != new {
+        return changed(format!("live slices cover {old:?}, new ranges {new:?}"));
+    }
+    Ok(())
+}
+
+/// Sorted ranges with adjacent ones of the same stream merged.
+fn coverage(mut ranges: Vec<(StreamId, Offset, Offset)>) -> Vec<(StreamId, Offset, Offset)> {
+    ranges.sort();
+    let mut merged: Vec<(StreamId, Offset, Offset)> = Vec::with_capacity(ranges.len());
+    for (stream, start, end) in ranges {
+        match merged.last_mut() {
+            Some((s, _, e)) if *s == stream && *e == start => *e = end,
+            _ => merged.push((stream, start, end)),
+        }
+    }
+    merged
 }
 
 /// The rule of `close_stream` and `trim_stream`: only the current owner (the stream's epoch) may
@@ -338,6 +400,54 @@ impl StreamMetadata for MemoryMetadata {
                         committed_at_ms: 0,
                     });
                     stream.descriptor.end_offset = range.end;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    async fn replace_objects(
+        &self,
+        removed: Vec<ObjectId>,
+        added: Vec<NewObject>,
+    ) -> Result<(), MetadataError> {
+        self.with(|s| {
+            let live = |id: ObjectId| {
+                s.objects.get(&id)?;
+                Some(
+                    s.streams
+                        .values()
+                        .flat_map(|st| {
+                            let start = st.descriptor.start_offset;
+                            st.slices
+                                .iter()
+                                .filter(move |sl| sl.object.id == id && sl.end > start)
+                                .map(move |sl| (st.descriptor.id, sl.start, sl.end))
+                        })
+                        .collect(),
+                )
+            };
+            let start_of = |id| s.streams.get(&id).map(|st| st.descriptor.start_offset);
+            check_replace(&removed, &added, live, start_of)?;
+            for stream in s.streams.values_mut() {
+                stream.slices.retain(|sl| !removed.contains(&sl.object.id));
+            }
+            for id in &removed {
+                s.objects.remove(id);
+            }
+            for new in added {
+                s.objects.insert(new.object.id, new.object);
+                for range in new.ranges {
+                    let stream = s.stream(range.stream_id)?;
+                    let slice = ObjectSlice {
+                        object: new.object,
+                        start: range.start,
+                        end: range.end,
+                        bytes: range.bytes,
+                        committed_at_ms: 0,
+                    };
+                    let at = stream.slices.partition_point(|sl| sl.start < slice.start);
+                    stream.slices.insert(at, slice);
                 }
             }
             Ok(())

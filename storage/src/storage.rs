@@ -205,6 +205,11 @@ impl Storage {
         Ok(())
     }
 
+    /// One compaction pass (see `compactor.rs`): rewrites small stream set objects into fewer ones.
+    pub async fn compact(&self) -> Result<crate::CompactionReport, StorageError> {
+        self.inner.compact().await
+    }
+
     /// Uploads everything durable now and trims the WAL.
     pub async fn flush(&self) -> Result<(), StorageError> {
         self.inner.upload().await

@@ -97,23 +97,8 @@ impl Inner {
         &self,
         uploads: Vec<StreamUpload>,
     ) -> Result<Vec<NewObject>, StorageError> {
-        let (big, small): (Vec<_>, Vec<_>) = uploads
-            .into_iter()
-            .partition(|u| u.bytes >= self.config.stream_object_min_bytes);
-        let mut groups: Vec<(ObjectKind, Vec<StreamUpload>)> = big
-            .into_iter()
-            .map(|u| (ObjectKind::Stream, vec![u]))
-            .collect();
-        if !small.is_empty() {
-            groups.push((ObjectKind::StreamSet, small));
-        }
         let started = std::time::Instant::now();
-        let count = u32::try_from(groups.len()).unwrap_or(u32::MAX);
-        let first = self.metadata.allocate_object_ids(count).await?;
-        let puts = groups.into_iter().enumerate().map(|(i, (kind, group))| {
-            self.write_object(ObjectId(first.get() + i as u64), kind, group)
-        });
-        let mut objects = futures::future::try_join_all(puts).await?;
+        let mut objects = self.write_objects(uploads).await?;
         loop {
             match self.metadata.commit_objects(objects.clone()).await {
                 Ok(()) => break,
@@ -143,6 +128,31 @@ impl Inner {
         metrics::histogram!("weir_upload_seconds").record(started.elapsed().as_secs_f64());
         tracing::debug!(objects = objects.len(), bytes, "upload committed");
         Ok(objects)
+    }
+
+    /// Writes the uploads as objects, not yet committed: one stream object per upload of at least
+    /// `stream_object_min_bytes`, one stream set object for the rest. Uploads must be in (stream,
+    /// offset) order.
+    pub(crate) async fn write_objects(
+        &self,
+        uploads: Vec<StreamUpload>,
+    ) -> Result<Vec<NewObject>, StorageError> {
+        let (big, small): (Vec<_>, Vec<_>) = uploads
+            .into_iter()
+            .partition(|u| u.bytes >= self.config.stream_object_min_bytes);
+        let mut groups: Vec<(ObjectKind, Vec<StreamUpload>)> = big
+            .into_iter()
+            .map(|u| (ObjectKind::Stream, vec![u]))
+            .collect();
+        if !small.is_empty() {
+            groups.push((ObjectKind::StreamSet, small));
+        }
+        let count = u32::try_from(groups.len()).unwrap_or(u32::MAX);
+        let first = self.metadata.allocate_object_ids(count).await?;
+        let puts = groups.into_iter().enumerate().map(|(i, (kind, group))| {
+            self.write_object(ObjectId(first.get() + i as u64), kind, group)
+        });
+        futures::future::try_join_all(puts).await
     }
 
     /// Leaves a stream the metadata refused out of the commit and stops its appends.

@@ -158,6 +158,25 @@ fn record_strategy() -> impl Strategy<Value = Record> {
         proptest::collection::vec(0u64..100, 0..4)
             .prop_map(|ids| Kind::ObjectsDeleted(ObjectsDeleted { ids }).into()),
         (0u64..100).prop_map(|below| Kind::ObjectIdFence(ObjectIdFence { below }).into()),
+        (
+            proptest::collection::vec(0u64..100, 0..3),
+            100u64..150,
+            0u64..60,
+            0u64..50,
+            1u64..50
+        )
+            .prop_map(|(removed, id, stream, start, len)| {
+                let Some(Kind::ObjectsCommitted(c)) =
+                    commit(id, &[(stream, start, start + len)]).kind
+                else {
+                    unreachable!("commit() builds an ObjectsCommitted record")
+                };
+                Kind::ObjectsCompacted(ObjectsCompacted {
+                    removed,
+                    added: c.objects,
+                })
+                .into()
+            }),
         (0u64..500, 0u64..500).prop_map(|(a, b)| Kind::Counters(Counters {
             next_stream_id: a,
             next_object_id: b
