@@ -1,8 +1,9 @@
 //! Compaction (DESIGN.md 5): many small stream set objects, one per upload, are rewritten into fewer,
 //! larger ones, so reads touch fewer objects and the store holds fewer keys.
 //!
-//! A pass picks the oldest stream set objects whose slices all belong to streams open here (up to
-//! `compaction_max_bytes`, and only once there are `compaction_min_objects` of them), reads each live
+//! A pass picks the oldest small stream set objects (at most `stream_object_min_bytes` each) of the
+//! streams open here, up to `compaction_max_bytes` in all (what a pass holds in memory, twice: read
+//! and rewritten) and only once there are `compaction_min_objects` of them, reads each live
 //! slice back (the same reads consumers do), writes the batches again grouped by stream (a stream
 //! with at least `stream_object_min_bytes` gets a stream object, the rest share one stream set
 //! object), and commits the swap through [`StreamMetadata::replace_objects`], which refuses it if any
@@ -120,7 +121,8 @@ impl Inner {
                 .find_objects(*stream, start, usize::MAX)
                 .await?
             {
-                if slice.object.kind == ObjectKind::StreamSet && slice.end > start {
+                let small = slice.object.size <= self.config.stream_object_min_bytes;
+                if slice.object.kind == ObjectKind::StreamSet && small && slice.end > start {
                     objects
                         .entry(slice.object.id)
                         .or_insert_with(|| (slice.object, Vec::new()))

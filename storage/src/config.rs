@@ -35,7 +35,7 @@ pub struct StorageConfig {
     pub object_read_max_bytes: u64,
     /// Compaction starts once this many stream set objects of open streams exist. Default 8.
     pub compaction_min_objects: usize,
-    /// Most bytes of objects one compaction pass rewrites. Default 256 MiB.
+    /// Most bytes of objects one compaction pass rewrites (it holds them in memory). Default 64 MiB.
     pub compaction_max_bytes: u64,
 }
 
@@ -53,7 +53,7 @@ impl Default for StorageConfig {
             tail_read_bytes: 64 << 10,
             object_read_max_bytes: 4 << 20,
             compaction_min_objects: 8,
-            compaction_max_bytes: 256 << 20,
+            compaction_max_bytes: 64 << 20,
         }
     }
 }

@@ -95,6 +95,7 @@ impl Process {
             // Test settings, not broker settings (the broker warns about unknown WEIR_* variables).
             .env_remove("WEIR_S3_TESTS")
             .env_remove("WEIR_WEED")
+            .env_remove("WEIR_TEST_KCAT")
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .spawn()
