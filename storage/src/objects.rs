@@ -75,9 +75,13 @@ impl ObjectReader {
                 .max_capacity(config.index_cache_max_bytes)
                 .weigher(move |_, v: &Arc<ObjectIndex>| weight(v.weight()))
                 .build(),
+            // LRU, not moka's default TinyLFU: read-ahead inserts blocks that are read once, soon;
+            // TinyLFU refuses to admit such never-seen keys while the cache is full of older ones,
+            // so every block was fetched twice (1.9 GB of GETs to read back 1 GB, measured).
             blocks: moka::sync::Cache::builder()
                 .max_capacity(config.block_cache_max_bytes)
                 .weigher(move |_, v: &Bytes| weight(v.len()))
+                .eviction_policy(moka::policy::EvictionPolicy::lru())
                 .build(),
             stats: ReadStats::default(),
         }
