@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use weir_storage::StorageConfig;
-use weir_wal::FileWalConfig;
+use weir_wal::{FileWalConfig, ObjectWalConfig};
 
 /// Settings of a single-node broker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,8 +60,14 @@ pub struct ServeConfig {
     pub object_delete_grace_ms: u64,
     /// Storage settings.
     pub storage: StorageConfig,
-    /// WAL settings.
+    /// Where the WAL lives: `file` (under `data_dir/wal`, one `fdatasync` per group commit) or
+    /// `object` (in the object store, one PUT per group commit: a broker started on an empty data
+    /// directory recovers it from the bucket). Default `file`.
+    pub wal_kind: WalKind,
+    /// File WAL settings.
     pub wal: FileWalConfig,
+    /// Object WAL settings (`flush_interval_ms`, default 100; `max_bytes`, default 8 MiB).
+    pub object_wal: ObjectWalConfig,
 }
 
 impl Default for ServeConfig {
@@ -86,9 +92,21 @@ impl Default for ServeConfig {
             retention_check_interval_ms: 300_000,
             object_delete_grace_ms: 60_000,
             storage: StorageConfig::default(),
+            wal_kind: WalKind::File,
             wal: FileWalConfig::default(),
+            object_wal: ObjectWalConfig::default(),
         }
     }
+}
+
+/// Where the WAL lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum WalKind {
+    /// Files under `data_dir/wal`.
+    File,
+    /// The object store.
+    Object,
 }
 
 impl ServeConfig {

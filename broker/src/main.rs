@@ -39,6 +39,9 @@ struct ServeArgs {
     /// AWS_ALLOW_HTTP) [default: file://DATA_DIR/objects]
     #[arg(long, env = "WEIR_OBJECT_STORE")]
     object_store: Option<String>,
+    /// Where the WAL lives: file (data_dir/wal) or object (the object store) [default: file]
+    #[arg(long, env = "WEIR_WAL_KIND", value_enum)]
+    wal: Option<weir_broker::config::WalKind>,
     /// Address clients should connect to, host:port [default: the listen address]
     #[arg(long, env = "WEIR_ADVERTISED_LISTENER")]
     advertised_listener: Option<String>,
@@ -58,6 +61,9 @@ impl ServeArgs {
         }
         if let Some(dir) = self.data_dir {
             config.data_dir = dir;
+        }
+        if let Some(kind) = self.wal {
+            config.wal_kind = kind;
         }
         if let Some(url) = self.object_store {
             config.object_store = Some(url);

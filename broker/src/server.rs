@@ -19,9 +19,9 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use weir_controller::{Controller, ControllerConfig};
 use weir_storage::{Components, Storage};
-use weir_wal::FileWal;
+use weir_wal::{FileWal, ObjectWal, ObjectWalConfig, Wal};
 
-use crate::config::ServeConfig;
+use crate::config::{ServeConfig, WalKind};
 use crate::connection;
 use crate::node::Node;
 
@@ -64,11 +64,26 @@ impl Server {
         let cluster_id = cluster_id(&store).await?;
         let controller =
             Arc::new(Controller::open(store.clone(), ControllerConfig::default()).await?);
-        let (wal, recovery) = FileWal::open(&wal_dir, config.wal.clone())
-            .with_context(|| format!("cannot open the WAL in {}", wal_dir.display()))?;
+        let (wal, recovery): (Arc<dyn Wal>, _) = match config.wal_kind {
+            WalKind::File => {
+                let (wal, recovery) = FileWal::open(&wal_dir, config.wal.clone())
+                    .with_context(|| format!("cannot open the WAL in {}", wal_dir.display()))?;
+                (Arc::new(wal), recovery)
+            }
+            WalKind::Object => {
+                let object_wal = ObjectWalConfig {
+                    broker_id: u32::try_from(config.node_id).context("node_id must be >= 0")?,
+                    ..config.object_wal.clone()
+                };
+                let (wal, recovery) = ObjectWal::open(store.clone(), object_wal)
+                    .await
+                    .context("cannot open the object WAL")?;
+                (Arc::new(wal), recovery)
+            }
+        };
         let storage = Storage::open(
             Components {
-                wal: Arc::new(wal),
+                wal,
                 recovery,
                 store,
                 metadata: controller.clone(),

@@ -177,3 +177,13 @@ async fn retention_deletes_objects_from_the_bucket() {
     let url = format!("s3://{BUCKET}/retention");
     common::scenarios::retention_deletes_objects(&url, &s3.env()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_wal_on_s3_survives_kill9() {
+    if !weir_tests::s3::enabled("s3::object_wal_on_s3_survives_kill9") {
+        return;
+    }
+    let s3 = S3Server::start();
+    let url = format!("s3://{BUCKET}/object-wal");
+    common::scenarios::object_wal_survives_kill9(&url, &s3.env()).await;
+}

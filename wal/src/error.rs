@@ -111,6 +111,16 @@ pub enum WalError {
         /// The first failure.
         cause: String,
     },
+    /// An object store request of the object WAL failed.
+    #[error("wal object store error: {op} {key}: {detail}")]
+    Store {
+        /// What was being done (`"put"`, `"get"`, `"list"`, `"delete"`).
+        op: &'static str,
+        /// The key involved.
+        key: String,
+        /// The store's error.
+        detail: String,
+    },
     /// The WAL was closed.
     #[error("wal is closed")]
     Closed,

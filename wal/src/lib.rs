@@ -11,16 +11,20 @@
 //! - the one on-disk/on-object [record format](record) (magic, version, length, CRC-32C, stream id,
 //!   epoch, base offset, offset count, payload), pinned by a golden test;
 //! - [`FileWal`]: segmented, preallocated files with group commit (one write and one `fdatasync` for all
-//!   appends waiting) and recovery that stops at the first torn or corrupt record and says where.
+//!   appends waiting) and recovery that stops at the first torn or corrupt record and says where;
+//! - [`ObjectWal`]: one create-only PUT per group commit in an object store, fenced recovery by any
+//!   broker.
 //!
 //! It depends on no other Weir crate but `weir-common`.
 
 mod error;
 pub mod file;
+pub mod object;
 pub mod record;
 mod wal;
 
 pub use error::{CorruptReason, WalError};
 pub use file::{FileWal, FileWalConfig, Preallocate};
+pub use object::{ObjectWal, ObjectWalConfig};
 pub use record::WalRecord;
 pub use wal::{PendingAppend, RecoveredRecord, Recovery, TornTail, Wal, WalPosition, WalStats};

@@ -154,3 +154,120 @@ pub async fn retention_deletes_objects(url: &str, env: &[(String, String)]) {
     );
     weir.stop();
 }
+
+/// `weir serve --wal object` on `url`, killed with `kill -9` mid-produce; a new broker on a new, empty
+/// data directory recovers the WAL from the store: every acknowledged record is read back at the
+/// offset it was acknowledged at.
+pub async fn object_wal_survives_kill9(url: &str, env: &[(String, String)]) {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+
+    use rdkafka::message::Message;
+    use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+    const PARTITIONS: i32 = 4;
+    let args = ["--object-store", url, "--wal", "object"];
+    let first_dir = tempfile::tempdir().unwrap();
+    let weir = Process::start_with(first_dir.path(), &args, env);
+    let bootstrap = weir.kafka.to_string();
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .unwrap();
+    let topic = NewTopic::new("owal", PARTITIONS, TopicReplication::Fixed(1));
+    for r in admin
+        .create_topics([&topic], &AdminOptions::new())
+        .await
+        .unwrap()
+    {
+        r.unwrap();
+    }
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("acks", "all")
+        .set("linger.ms", "2")
+        .set("message.timeout.ms", "5000")
+        .set("retries", "0")
+        .create()
+        .unwrap();
+    let acked: Arc<Mutex<HashMap<(i32, i64), String>>> = Arc::default();
+    let mut tasks = Vec::new();
+    let mut i = 0u64;
+    let mut burst = |n: u64, i: &mut u64| {
+        for _ in 0..n {
+            let value = format!("owal-{i}-{}", "v".repeat((*i % 40) as usize));
+            let record = FutureRecord::<(), _>::to("owal")
+                .payload(&value)
+                .partition((*i % PARTITIONS as u64) as i32);
+            let delivery = producer.send_result(record).map_err(|(e, _)| e).unwrap();
+            let acked = acked.clone();
+            tasks.push(tokio::spawn(async move {
+                if let Ok(Ok(d)) = delivery.await {
+                    acked.lock().unwrap().insert((d.partition, d.offset), value);
+                }
+            }));
+            *i += 1;
+        }
+    };
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(1500) {
+        burst(200, &mut i);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    burst(3000, &mut i);
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    weir.kill9();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() > 1000,
+        "only {} acknowledged before the kill",
+        acked.len()
+    );
+    drop(first_dir);
+
+    let second_dir = tempfile::tempdir().unwrap();
+    let weir = Process::start_with(second_dir.path(), &args, env);
+    let bootstrap = weir.kafka.to_string();
+    let got = tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("group.id", "owal-check")
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let mut list = TopicPartitionList::new();
+        let mut total = 0;
+        for p in 0..PARTITIONS {
+            list.add_partition_offset("owal", p, Offset::Beginning)
+                .unwrap();
+            total += consumer
+                .fetch_watermarks("owal", p, Duration::from_secs(10))
+                .unwrap()
+                .1;
+        }
+        consumer.assign(&list).unwrap();
+        let mut got = std::collections::HashMap::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while (got.len() as i64) < total && Instant::now() < deadline {
+            if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+                let m = m.unwrap();
+                let value = String::from_utf8(m.payload().unwrap().to_vec()).unwrap();
+                got.insert((m.partition(), m.offset()), value);
+            }
+        }
+        got
+    })
+    .await
+    .unwrap();
+    for (at, value) in &acked {
+        assert_eq!(
+            got.get(at),
+            Some(value),
+            "acknowledged record at {at:?} lost or changed"
+        );
+    }
+    weir.stop();
+}
