@@ -57,10 +57,19 @@ impl Inner {
     /// Uploads everything durable, marks it uploaded, trims the WAL and evicts log cache.
     pub(crate) async fn upload(&self) -> Result<(), StorageError> {
         let _one_at_a_time = self.upload_lock.lock().await;
-        let uploads = self.snapshot();
-        if !uploads.is_empty() {
+        // A second round when a stream's range turned out to be committed already (see
+        // `write_and_commit`): the data after it still has to go.
+        for _ in 0..2 {
+            let uploads = self.snapshot();
+            if uploads.is_empty() {
+                break;
+            }
+            let before = self.unuploaded_bytes();
             let committed = self.write_and_commit(uploads).await?;
             self.mark_uploaded(&committed);
+            if self.unuploaded_bytes() == 0 || self.unuploaded_bytes() == before {
+                break;
+            }
         }
         self.trim_wal().await?;
         self.evict_log_cache();
@@ -99,7 +108,7 @@ impl Inner {
     ) -> Result<Vec<NewObject>, StorageError> {
         let started = std::time::Instant::now();
         let mut objects = self.write_objects(uploads).await?;
-        loop {
+        while !objects.is_empty() {
             match self.metadata.commit_objects(objects.clone()).await {
                 Ok(()) => break,
                 Err(MetadataError::Fenced {
@@ -112,6 +121,21 @@ impl Inner {
                 }
                 Err(MetadataError::UnknownStream(stream)) => {
                     self.drop_stream(&mut objects, stream, "the stream was deleted".into());
+                }
+                // The stream's committed data already reaches into this range: an earlier commit of
+                // it landed though its answer was lost. What it covered is uploaded; the rest goes
+                // with the next upload (this commit leaves the stream out).
+                Err(MetadataError::NotContiguous {
+                    stream,
+                    expected,
+                    found,
+                }) if expected > found => {
+                    tracing::warn!(%stream, %expected, %found, "upload already committed; skipping it");
+                    self.mark_uploaded_until(stream, expected);
+                    for object in objects.iter_mut() {
+                        object.ranges.retain(|r| r.stream_id != stream);
+                    }
+                    objects.retain(|o| !o.ranges.is_empty());
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -207,14 +231,21 @@ impl Inner {
 
     /// Marks committed ranges uploaded and releases their backpressure bytes.
     fn mark_uploaded(&self, objects: &[NewObject]) {
-        let mut released = 0u64;
         for range in objects.iter().flat_map(|o| &o.ranges) {
-            let Some(shared) = self.streams_lock().get(&range.stream_id).cloned() else {
-                continue;
-            };
+            self.mark_uploaded_until(range.stream_id, range.end);
+        }
+    }
+
+    /// Marks a stream's cached batches below `end` uploaded and releases their backpressure bytes.
+    fn mark_uploaded_until(&self, stream: StreamId, end: weir_common::Offset) {
+        let Some(shared) = self.streams_lock().get(&stream).cloned() else {
+            return;
+        };
+        let mut released = 0u64;
+        {
             let mut state = shared.lock();
             for entry in state.entries.iter_mut() {
-                if entry.batch.end_offset() > range.end {
+                if entry.batch.end_offset() > end {
                     break;
                 }
                 if !entry.uploaded {
@@ -222,8 +253,8 @@ impl Inner {
                     released += entry.batch.payload.len() as u64;
                 }
             }
-            if range.end > state.uploaded_end {
-                state.uploaded_end = range.end;
+            if end > state.uploaded_end {
+                state.uploaded_end = end;
             }
         }
         self.release_unuploaded(released);

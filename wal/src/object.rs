@@ -158,6 +158,19 @@ async fn list_epochs(
     Ok(epochs)
 }
 
+/// An object's bytes, or `None` if it does not exist.
+async fn read(store: &dyn ObjectStore, path: &Path) -> Result<Option<Bytes>, WalError> {
+    match store.get(path).await {
+        Ok(result) => result
+            .bytes()
+            .await
+            .map(Some)
+            .map_err(|e| store_err("get", path, e)),
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(store_err("get", path, e)),
+    }
+}
+
 /// A group commit's records (none for a fence).
 fn decode_object(
     path: &Path,
@@ -244,9 +257,9 @@ impl ObjectWal {
         }
         let broker = config.broker_id;
         let max_record = usize::try_from(config.max_record_bytes).unwrap_or(usize::MAX);
-        let mut epochs = list_epochs(store.as_ref(), broker).await?;
+        let listed = list_epochs(store.as_ref(), broker).await?;
         // Claim the epoch after the highest seen; a taken claim means a racing writer: go higher.
-        let mut epoch = epochs.keys().next_back().map_or(1, |e| e + 1);
+        let mut epoch = listed.keys().next_back().map_or(1, |e| e + 1);
         loop {
             match store
                 .put_opts(&claim_key(broker, epoch), Bytes::new().into(), create())
@@ -257,39 +270,50 @@ impl ObjectWal {
                 Err(e) => return Err(store_err("put", &claim_key(broker, epoch), e)),
             }
         }
+        // Listed again after the claim: an epoch claimed by a writer racing this one is below ours
+        // now, and must be fenced like the others.
+        let mut epochs = list_epochs(store.as_ref(), broker).await?;
         epochs.retain(|e, _| *e < epoch);
         let mut records = Vec::new();
         let mut objects = BTreeMap::new();
         let mut next = 0u64;
         for (old, seqs) in &mut epochs {
+            // A writer only ever PUTs the sequence after its last success, so if the highest listed
+            // object is a fence, that writer is fenced for good and needs no new fence.
+            let last = seqs.last().copied();
+            let fenced = match last {
+                Some(seq) => read(store.as_ref(), &key(broker, *old, seq))
+                    .await?
+                    .is_some_and(|b| b.starts_with(FENCE)),
+                None => false,
+            };
             // Fence the old writer after its last group commit; if it is still writing and wins the
             // race for that sequence number, read its commit too and fence one further.
-            let mut fence_at = seqs.last().map_or(0, |s| s + 1);
-            loop {
-                let mut fence = FENCE.to_vec();
-                fence.put_u64(epoch);
-                let path = key(broker, *old, fence_at);
-                match store
-                    .put_opts(&path, PutPayload::from(fence), create())
-                    .await
-                {
-                    Ok(_) => break,
-                    Err(object_store::Error::AlreadyExists { .. }) => {
-                        seqs.push(fence_at);
-                        fence_at += 1;
+            let mut fence_at = last.map_or(0, |s| s + 1);
+            if !fenced {
+                loop {
+                    let mut fence = FENCE.to_vec();
+                    fence.put_u64(epoch);
+                    let path = key(broker, *old, fence_at);
+                    match store
+                        .put_opts(&path, PutPayload::from(fence), create())
+                        .await
+                    {
+                        Ok(_) => break,
+                        Err(object_store::Error::AlreadyExists { .. }) => {
+                            seqs.push(fence_at);
+                            fence_at += 1;
+                        }
+                        Err(e) => return Err(store_err("put", &path, e)),
                     }
-                    Err(e) => return Err(store_err("put", &path, e)),
                 }
             }
             for seq in seqs.iter() {
                 let path = key(broker, *old, *seq);
-                let bytes = store
-                    .get(&path)
-                    .await
-                    .map_err(|e| store_err("get", &path, e))?
-                    .bytes()
-                    .await
-                    .map_err(|e| store_err("get", &path, e))?;
+                // Gone since the listing: trimmed, so its records are in data objects already.
+                let Some(bytes) = read(store.as_ref(), &path).await? else {
+                    continue;
+                };
                 let found = decode_object(&path, &bytes, max_record)?;
                 if let Some(last) = found.last() {
                     next = next.max(last.position.0 + 1);
@@ -378,19 +402,22 @@ impl Shared {
                 Ok(_) => return Ok(()),
                 // Taken: by a recoverer's fence, or by this writer when an earlier attempt's answer
                 // was lost. Identical bytes mean the latter.
-                Err(object_store::Error::AlreadyExists { .. }) => {
-                    let existing = self.store.get(&path).await;
-                    let existing = match existing {
-                        Ok(r) => r.bytes().await.ok(),
-                        Err(_) => None,
-                    };
-                    return match existing {
-                        Some(found) if found == bytes => Ok(()),
-                        _ => Err(WalError::Fenced {
-                            detail: format!("{path} was written by another writer"),
-                        }),
-                    };
-                }
+                Err(object_store::Error::AlreadyExists { .. }) => loop {
+                    // Only bytes read back decide: a failed read is retried, not taken for a fence.
+                    match read(self.store.as_ref(), &path).await {
+                        Ok(Some(found)) if found == bytes => return Ok(()),
+                        Ok(_) => {
+                            return Err(WalError::Fenced {
+                                detail: format!("{path} was written by another writer"),
+                            });
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "reading back a taken wal key failed; retrying");
+                            tokio::time::sleep(retry).await;
+                            retry = (retry * 2).min(Duration::from_secs(5));
+                        }
+                    }
+                },
                 Err(e) => {
                     tracing::warn!(error = %e, key = %path, "wal PUT failed; retrying");
                     tokio::time::sleep(retry).await;

@@ -129,3 +129,26 @@ async fn a_corrupt_commit_is_refused_not_skipped() {
     let err = ObjectWal::open(store, config()).await.unwrap_err();
     assert!(matches!(err, WalError::Corrupt { .. }), "{err}");
 }
+
+#[tokio::test]
+async fn an_epoch_is_fenced_once_however_many_restarts_follow() {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let (first, _) = ObjectWal::open(store.clone(), config()).await.unwrap();
+    first.append(record(0)).unwrap().await.unwrap();
+    drop(first);
+    for _ in 0..3 {
+        let (wal, recovery) = ObjectWal::open(store.clone(), config()).await.unwrap();
+        assert_eq!(recovery.records.len(), 1);
+        drop(wal);
+    }
+    let epoch_one: Vec<_> = keys(&store)
+        .await
+        .into_iter()
+        .filter(|k| k.starts_with("wal/0000000001/0000000001/"))
+        .collect();
+    assert_eq!(
+        epoch_one.len(),
+        3,
+        "claim, one commit, one fence: {epoch_one:?}"
+    );
+}
