@@ -95,11 +95,13 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// glibc's malloc raises its mmap threshold each time a large block is freed (up to 32 MiB), after
-/// which request buffers, fetched blocks and upload buffers come from the heap arenas, fragment them,
-/// and stay resident: a broker holding 384 MiB of caches measured 800-960 MiB RSS after a catch-up
-/// read. With a fixed threshold large buffers are mapped and unmapped on their own, free heap is
-/// returned above 1 MiB, and arenas are capped at one per core: 474-486 MiB in the same run
-/// (BENCHMARKS.md). `MALLOC_*` environment variables still override these.
+/// which fetched object ranges and upload buffers come from the heap arenas, fragment them, and stay
+/// resident: a broker holding 384 MiB of caches measured 800-960 MiB RSS after a catch-up read. With
+/// a fixed threshold large buffers are mapped and unmapped on their own, free heap is returned above
+/// 1 MiB, and arenas are capped at one per core (BENCHMARKS.md). The threshold is 1 MiB, above the
+/// 512 KiB blocks of the block cache and most request buffers: at 256 KiB every cached block was a
+/// mapping of its own and cold catch-up reads fell from 331 to 178 MB/s. `MALLOC_*` environment
+/// variables still override these.
 fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
@@ -114,7 +116,7 @@ fn tune_allocator() {
             unsafe { libc::mallopt(param, value) };
         };
         let cores = std::thread::available_parallelism().map_or(2, usize::from);
-        set(libc::M_MMAP_THRESHOLD, "MALLOC_MMAP_THRESHOLD_", 256 << 10);
+        set(libc::M_MMAP_THRESHOLD, "MALLOC_MMAP_THRESHOLD_", 1 << 20);
         set(libc::M_TRIM_THRESHOLD, "MALLOC_TRIM_THRESHOLD_", 1 << 20);
         set(libc::M_ARENA_MAX, "MALLOC_ARENA_MAX", cores);
     }
