@@ -59,20 +59,48 @@ async fn commit(c: &Controller, store: &Arc<dyn ObjectStore>, stream: StreamId, 
     .unwrap();
 }
 
+/// A controller on an in-memory store and a manual clock, with one open single-partition topic.
+struct World {
+    store: Arc<dyn ObjectStore>,
+    clock: Arc<ManualClock>,
+    config: ControllerConfig,
+    c: Controller,
+    stream: StreamId,
+}
+
+impl World {
+    async fn new() -> World {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let config = ControllerConfig {
+            clock: clock.clone(),
+            ..ControllerConfig::default()
+        };
+        let c = Controller::open(store.clone(), config.clone())
+            .await
+            .unwrap();
+        let topic = c.create_topic("t", 1, BTreeMap::new()).await.unwrap();
+        let stream = topic.partitions[0];
+        c.open_stream(stream).await.unwrap();
+        World {
+            store,
+            clock,
+            config,
+            c,
+            stream,
+        }
+    }
+}
+
 #[tokio::test]
 async fn retention_and_garbage_collection() {
-    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-    let clock = Arc::new(ManualClock::new(1_000_000));
-    let config = ControllerConfig {
-        clock: clock.clone(),
-        ..ControllerConfig::default()
-    };
-    let c = Controller::open(store.clone(), config.clone())
-        .await
-        .unwrap();
-    let topic = c.create_topic("t", 1, BTreeMap::new()).await.unwrap();
-    let stream = topic.partitions[0];
-    c.open_stream(stream).await.unwrap();
+    let World {
+        store,
+        clock,
+        config,
+        c,
+        stream,
+    } = World::new().await;
     commit(&c, &store, stream, 0).await; // at t0
     clock.advance_ms(10_000);
     commit(&c, &store, stream, 10).await; // at t0 + 10 s
@@ -154,18 +182,13 @@ async fn retention_and_garbage_collection() {
 /// replaced objects; the replaced objects then become garbage, and the state survives a restart.
 #[tokio::test]
 async fn compaction_replaces_objects_and_leaves_garbage() {
-    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-    let clock = Arc::new(ManualClock::new(1_000_000));
-    let config = ControllerConfig {
-        clock: clock.clone(),
-        ..ControllerConfig::default()
-    };
-    let c = Controller::open(store.clone(), config.clone())
-        .await
-        .unwrap();
-    let topic = c.create_topic("t", 1, BTreeMap::new()).await.unwrap();
-    let stream = topic.partitions[0];
-    c.open_stream(stream).await.unwrap();
+    let World {
+        store,
+        clock,
+        config,
+        c,
+        stream,
+    } = World::new().await;
     for start in [0, 10, 20] {
         commit(&c, &store, stream, start).await;
         clock.advance_ms(1_000);
