@@ -12,6 +12,8 @@
 
 use bytes::{Bytes, BytesMut};
 
+pub mod filter;
+
 /// Bytes of a batch header, up to the records.
 pub const HEADER_LEN: usize = 61;
 /// `batchLength` counts the bytes after itself.

@@ -58,6 +58,10 @@ pub struct ServeConfig {
     /// How long an object no partition needs any more is kept before it is deleted, for reads
     /// already under way (Kafka's `file.delete.delay.ms`). Default 60000 ms.
     pub object_delete_grace_ms: u64,
+    /// Most keys one key-compaction pass of a `cleanup.policy=compact` partition remembers (about
+    /// 40 bytes each); a partition with more distinct keys since its last pass is compacted in
+    /// several passes (Kafka's `log.cleaner.dedupe.buffer.size`). Default 1000000.
+    pub key_compaction_max_keys: usize,
     /// Storage settings.
     pub storage: StorageConfig,
     /// Where the WAL lives: `file` (under `data_dir/wal`, one `fdatasync` per group commit) or
@@ -91,6 +95,7 @@ impl Default for ServeConfig {
             group_consumer_heartbeat_interval_ms: 5_000,
             retention_check_interval_ms: 300_000,
             object_delete_grace_ms: 60_000,
+            key_compaction_max_keys: 1_000_000,
             storage: StorageConfig::default(),
             wal_kind: WalKind::File,
             wal: FileWalConfig::default(),
@@ -178,6 +183,9 @@ impl ServeConfig {
         }
         if self.max_frame_bytes < 1024 {
             anyhow::bail!("invalid setting max_frame_bytes: must be at least 1024");
+        }
+        if self.key_compaction_max_keys == 0 {
+            anyhow::bail!("invalid setting key_compaction_max_keys: must be at least 1");
         }
         if self.max_in_flight_requests == 0 || self.max_connections == 0 {
             anyhow::bail!(

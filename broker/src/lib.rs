@@ -12,6 +12,7 @@
 
 mod api;
 pub mod batch;
+mod cleaner;
 pub mod config;
 mod connection;
 mod error;

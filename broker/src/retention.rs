@@ -1,5 +1,6 @@
 //! Housekeeping on a timer: retention (`retention.ms`, `retention.bytes`) moves the log start of the
-//! partitions open here, compaction rewrites small stream set objects into fewer
+//! partitions open here, key compaction keeps the latest record per key of `cleanup.policy=compact`
+//! partitions (`cleaner.rs`), compaction rewrites small stream set objects into fewer
 //! (`storage/src/compactor.rs`), then the controller's garbage collection deletes the objects no
 //! partition needs any more and those never committed (`controller/src/gc.rs`).
 //!
@@ -14,18 +15,22 @@ use std::time::Duration;
 use tokio::sync::watch;
 use weir_common::{Clock, Offset, StreamId, SystemClock};
 
+use crate::cleaner::Cleaner;
 use crate::node::Node;
 use crate::topic_config;
 
-/// Runs retention, compaction and garbage collection every `retention_check_interval_ms` until `stop`.
+/// Runs retention, key compaction, compaction and garbage collection every
+/// `retention_check_interval_ms` until `stop`.
 pub(crate) async fn run(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
     let interval = Duration::from_millis(node.config.retention_check_interval_ms.max(1));
+    let mut cleaner = Cleaner::default();
     loop {
         tokio::select! {
             _ = stop.changed() => return,
             () = tokio::time::sleep(interval) => {}
         }
         enforce_retention(&node, SystemClock.now_ms()).await;
+        cleaner.run(&node, SystemClock.now_ms()).await;
         match node.storage.compact().await {
             Ok(report) if report.replaced > 0 => tracing::info!(?report, "objects compacted"),
             Ok(_) => {}

@@ -89,7 +89,7 @@ pub const TOPIC_CONFIGS: &[TopicConfig] = &[
         name: "delete.retention.ms",
         default: "86400000",
         kind: ConfigType::Long,
-        doc: "accepted for compatibility (tombstone retention of compacted topics)",
+        doc: "how long tombstones of compacted topics are kept after a key-compaction pass saw them",
     },
     TopicConfig {
         name: "file.delete.delay.ms",
@@ -167,13 +167,13 @@ pub const TOPIC_CONFIGS: &[TopicConfig] = &[
         name: "min.cleanable.dirty.ratio",
         default: "0.5",
         kind: ConfigType::Double,
-        doc: "accepted for compatibility (compaction)",
+        doc: "share of a compacted partition written since its last key compaction that starts one",
     },
     TopicConfig {
         name: "min.compaction.lag.ms",
         default: "0",
         kind: ConfigType::Long,
-        doc: "accepted for compatibility (compaction)",
+        doc: "data committed more recently than this is not key-compacted",
     },
     TopicConfig {
         name: "preallocate",

@@ -197,7 +197,12 @@ impl State {
                 if slice.end <= stream.start {
                     continue; // trimmed away before this commit was applied
                 }
-                let at = stream.slices.partition_point(|s| s.start < slice.start);
+                // Ordered by start, then object id: overlapping slices never pass the commit checks,
+                // but the order must not depend on the order records were applied in (snapshots
+                // list objects by id).
+                let at = stream
+                    .slices
+                    .partition_point(|s| (s.start, s.object.id) < (slice.start, slice.object.id));
                 stream.slices.insert(at, slice);
                 stream.end = stream.end.max(slice.end);
             }

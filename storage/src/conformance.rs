@@ -42,6 +42,7 @@ pub async fn run_all(store: Arc<dyn ObjectStore>) {
         damaged_objects_are_reported,
         delete_records_moves_the_log_start,
         compaction_bounds_object_count,
+        rewrite_stream_replaces_one_streams_batches,
     );
 }
 
@@ -692,4 +693,133 @@ async fn compaction_bounds_object_count(store: &Arc<dyn ObjectStore>) {
         "compaction: the compacted objects alone serve the stream"
     );
     storage.shutdown().await.expect("shutdown");
+}
+
+async fn rewrite_stream_replaces_one_streams_batches(store: &Arc<dyn ObjectStore>) {
+    let mut h = Harness::new(store, "rewrite");
+    // The log cache keeps everything: reads after the rewrite must not serve its stale copies.
+    h.config.compaction_max_bytes = 16 << 10; // several groups of objects
+    let (storage, _) = h.open().await;
+    let a = storage.create_stream().await.expect("create");
+    let b = storage.create_stream().await.expect("create");
+    let (sa, sb) = (
+        storage.open_stream(a).await.expect("open"),
+        storage.open_stream(b).await.expect("open"),
+    );
+    let (mut written_a, mut written_b) = (Vec::new(), Vec::new());
+    for _ in 0..6 {
+        written_a.extend(append_all(&sa, batches_for(a, 10, 600)).await);
+        written_b.extend(append_all(&sb, batches_for(b, 5, 400)).await);
+        storage.flush().await.expect("flush");
+    }
+    // Not uploaded yet: never rewritten.
+    let tail = append_all(&sa, batches_for(a, 3, 100)).await;
+    let uploaded_end = written_a.last().expect("written").end_offset();
+    let shorten = |b: &StoredBatch| StoredBatch {
+        payload: b.payload.slice(..b.payload.len() / 3),
+        ..b.clone()
+    };
+
+    // A rewrite that breaks the offsets is refused, and changes nothing.
+    let mut broken = |run: Vec<StoredBatch>| Ok(run.into_iter().skip(1).collect());
+    let refused = storage.rewrite_stream(a, uploaded_end, &mut broken).await;
+    assert!(
+        matches!(refused, Err(StorageError::Rewrite(_))),
+        "rewrite: a run missing offsets must be refused, got {refused:?}"
+    );
+    let mut failing = |_: Vec<StoredBatch>| Err("no".to_owned());
+    let refused = storage.rewrite_stream(a, uploaded_end, &mut failing).await;
+    assert!(
+        matches!(refused, Err(StorageError::Rewrite(_))),
+        "{refused:?}"
+    );
+
+    // Unchanged batches write nothing.
+    let objects = h.metadata.objects();
+    let mut same = |run: Vec<StoredBatch>| Ok(run);
+    let report = storage
+        .rewrite_stream(a, uploaded_end, &mut same)
+        .await
+        .expect("rewrite");
+    assert_eq!((report.replaced, report.written), (0, 0), "{report:?}");
+    assert_eq!(h.metadata.objects(), objects, "rewrite: nothing changed");
+
+    // Stream a's first half shrinks; b and the rest of a read the same bytes.
+    let half = written_a[written_a.len() / 2].base_offset;
+    let mut shrink = |run: Vec<StoredBatch>| {
+        Ok(run
+            .iter()
+            .map(|b| {
+                if b.base_offset < half {
+                    shorten(b)
+                } else {
+                    b.clone()
+                }
+            })
+            .collect())
+    };
+    let report = storage
+        .rewrite_stream(a, half, &mut shrink)
+        .await
+        .expect("rewrite");
+    assert!(
+        report.replaced > 0 && report.stream_bytes.1 < report.stream_bytes.0,
+        "{report:?}"
+    );
+    let expected: Vec<StoredBatch> = written_a
+        .iter()
+        .map(|b| {
+            if b.base_offset < half {
+                shorten(b)
+            } else {
+                b.clone()
+            }
+        })
+        .chain(tail.iter().cloned())
+        .collect();
+    assert_eq!(
+        digest(&read_all(&sa, Offset(0), 4 << 10).await),
+        digest(&expected),
+        "rewrite: stream a"
+    );
+    assert_eq!(
+        digest(&read_all(&sb, Offset(0), 4 << 10).await),
+        digest(&written_b),
+        "rewrite: stream b"
+    );
+
+    // The new objects alone serve both streams (shutdown uploads the tail).
+    storage.shutdown().await.expect("shutdown");
+    h.delete_wal();
+    let (storage, _) = h.open().await;
+    let (sa, sb) = (
+        storage.open_stream(a).await.expect("reopen"),
+        storage.open_stream(b).await.expect("reopen"),
+    );
+    assert_eq!(
+        digest(&read_all(&sa, Offset(0), 4 << 10).await),
+        digest(&expected),
+        "rewrite: stream a after a restart"
+    );
+    assert_eq!(
+        digest(&read_all(&sb, Offset(0), 4 << 10).await),
+        digest(&written_b),
+        "rewrite: stream b after a restart"
+    );
+    storage.shutdown().await.expect("shutdown");
+}
+
+/// Offsets, lengths and CRCs of batches: comparable without printing payloads.
+fn digest(batches: &[StoredBatch]) -> Vec<(Offset, u32, usize, u32)> {
+    batches
+        .iter()
+        .map(|b| {
+            (
+                b.base_offset,
+                b.count,
+                b.payload.len(),
+                crc32c::crc32c(&b.payload),
+            )
+        })
+        .collect()
 }

@@ -93,6 +93,9 @@ pub enum StorageError {
     /// The stream is closing or the storage is shutting down.
     #[error("{0}")]
     Closed(String),
+    /// A rewrite of a stream's batches (key compaction) failed or broke the offsets.
+    #[error("rewrite of stream batches failed: {0}")]
+    Rewrite(String),
     /// A setting is out of range.
     #[error("invalid storage setting {key}: {detail}")]
     InvalidConfig {

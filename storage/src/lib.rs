@@ -34,7 +34,7 @@ pub mod conformance;
 #[cfg(feature = "conformance")]
 pub mod faulty;
 
-pub use compactor::CompactionReport;
+pub use compactor::{BatchRewrite, CompactionReport};
 pub use config::StorageConfig;
 pub use error::StorageError;
 pub use format::{FormatError, StoredBatch};

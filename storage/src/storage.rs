@@ -210,6 +210,17 @@ impl Storage {
         self.inner.compact().await
     }
 
+    /// Rewrites the batches of an open stream that objects hold below `until` through `rewrite` (key
+    /// compaction: see `compactor.rs`); the new objects replace the old through the metadata.
+    pub async fn rewrite_stream(
+        &self,
+        stream: StreamId,
+        until: Offset,
+        rewrite: &mut crate::BatchRewrite<'_>,
+    ) -> Result<crate::CompactionReport, StorageError> {
+        self.inner.rewrite_stream(stream, until, rewrite).await
+    }
+
     /// Uploads everything durable now and trims the WAL.
     pub async fn flush(&self) -> Result<(), StorageError> {
         self.inner.upload().await
