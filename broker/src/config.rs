@@ -58,6 +58,9 @@ pub struct ServeConfig {
     /// How long an object no partition needs any more is kept before it is deleted, for reads
     /// already under way (Kafka's `file.delete.delay.ms`). Default 60000 ms.
     pub object_delete_grace_ms: u64,
+    /// How often partitions of `cleanup.policy=compact` topics are checked for key compaction
+    /// (Kafka's `log.cleaner.backoff.ms`). Default 15000 ms.
+    pub key_compaction_interval_ms: u64,
     /// Most keys one key-compaction pass of a `cleanup.policy=compact` partition remembers (about
     /// 40 bytes each); a partition with more distinct keys since its last pass is compacted in
     /// several passes (Kafka's `log.cleaner.dedupe.buffer.size`). Default 1000000.
@@ -95,6 +98,7 @@ impl Default for ServeConfig {
             group_consumer_heartbeat_interval_ms: 5_000,
             retention_check_interval_ms: 300_000,
             object_delete_grace_ms: 60_000,
+            key_compaction_interval_ms: 15_000,
             key_compaction_max_keys: 1_000_000,
             storage: StorageConfig::default(),
             wal_kind: WalKind::File,

@@ -19,40 +19,51 @@ use crate::cleaner::Cleaner;
 use crate::node::Node;
 use crate::topic_config;
 
-/// Runs retention, key compaction, compaction and garbage collection every
-/// `retention_check_interval_ms` until `stop`.
+/// Runs retention, compaction and garbage collection every `retention_check_interval_ms`, and key
+/// compaction every `key_compaction_interval_ms`, one at a time, until `stop`.
 pub(crate) async fn run(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
-    let interval = Duration::from_millis(node.config.retention_check_interval_ms.max(1));
+    let every = |ms: u64| {
+        let period = Duration::from_millis(ms.max(1));
+        let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        timer
+    };
+    let mut housekeeping = every(node.config.retention_check_interval_ms);
+    let mut cleaning = every(node.config.key_compaction_interval_ms);
     let mut cleaner = Cleaner::default();
     loop {
         tokio::select! {
             _ = stop.changed() => return,
-            () = tokio::time::sleep(interval) => {}
+            _ = cleaning.tick() => cleaner.run(&node, SystemClock.now_ms()).await,
+            _ = housekeeping.tick() => housekeep(&node).await,
         }
-        enforce_retention(&node, SystemClock.now_ms()).await;
-        cleaner.run(&node, SystemClock.now_ms()).await;
-        match node.storage.compact().await {
-            Ok(report) if report.replaced > 0 => tracing::info!(?report, "objects compacted"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "compaction failed; retrying later"),
-        }
-        match node
-            .controller
-            .collect_garbage(node.config.object_delete_grace_ms)
-            .await
-        {
-            Ok(report) => {
-                let deleted = report.deleted_dropped + report.deleted_unnamed;
-                metrics::counter!("weir_objects_deleted_total", "reason" => "unreferenced")
-                    .increment(report.deleted_dropped as u64);
-                metrics::counter!("weir_objects_deleted_total", "reason" => "uncommitted")
-                    .increment(report.deleted_unnamed as u64);
-                if deleted > 0 {
-                    tracing::info!(?report, "objects deleted");
-                }
+    }
+}
+
+/// Retention, then compaction, then garbage collection.
+async fn housekeep(node: &Node) {
+    enforce_retention(node, SystemClock.now_ms()).await;
+    match node.storage.compact().await {
+        Ok(report) if report.replaced > 0 => tracing::info!(?report, "objects compacted"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "compaction failed; retrying later"),
+    }
+    match node
+        .controller
+        .collect_garbage(node.config.object_delete_grace_ms)
+        .await
+    {
+        Ok(report) => {
+            let deleted = report.deleted_dropped + report.deleted_unnamed;
+            metrics::counter!("weir_objects_deleted_total", "reason" => "unreferenced")
+                .increment(report.deleted_dropped as u64);
+            metrics::counter!("weir_objects_deleted_total", "reason" => "uncommitted")
+                .increment(report.deleted_unnamed as u64);
+            if deleted > 0 {
+                tracing::info!(?report, "objects deleted");
             }
-            Err(e) => tracing::warn!(error = %e, "garbage collection failed; retrying later"),
         }
+        Err(e) => tracing::warn!(error = %e, "garbage collection failed; retrying later"),
     }
 }
 

@@ -15,7 +15,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
@@ -198,6 +198,7 @@ async fn compacted_topics_keep_the_latest_record_per_key() {
     let url = format!("file://{}", objects.path().display());
     let env: Vec<(String, String)> = [
         ("WEIR_RETENTION_CHECK_INTERVAL_MS", "300"),
+        ("WEIR_KEY_COMPACTION_INTERVAL_MS", "300"),
         ("WEIR_OBJECT_DELETE_GRACE_MS", "0"),
         ("WEIR_STORAGE__UPLOAD_INTERVAL_MS", "100"),
     ]
@@ -221,6 +222,26 @@ async fn compacted_topics_keep_the_latest_record_per_key() {
     {
         r.unwrap();
     }
+
+    // As on Kafka, a record without a key is refused.
+    let refused = producer(&bootstrap, "lz4")
+        .send(
+            FutureRecord::<(), str>::to(TOPIC)
+                .payload("no key")
+                .partition(0),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e);
+    assert!(
+        matches!(
+            refused,
+            Err(KafkaError::MessageProduction(
+                RDKafkaErrorCode::InvalidRecord
+            ))
+        ),
+        "a keyless record on a compacted topic: {refused:?}"
+    );
 
     // Every key updated in every round, each round in another codec; the last round deletes the
     // first ten keys.

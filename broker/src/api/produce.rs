@@ -11,14 +11,18 @@
 use futures::future::{BoxFuture, join_all};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_request::PartitionProduceData;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::protocol::StrBytes;
 use weir_controller::Topic;
 use weir_storage::{Durable, Stream};
 
 use crate::batch;
 use crate::error::{batch_code, storage_code};
 use crate::node::Node;
+use crate::topic_config;
 
 /// The second step of a Produce: waits for durability, then answers.
 pub(crate) type Pending = BoxFuture<'static, ProduceResponse>;
@@ -103,6 +107,54 @@ fn max_message_bytes(node: &Node, topic: &Topic) -> usize {
         .unwrap_or(node.config.max_message_bytes as usize)
 }
 
+/// As Kafka, a compacted topic refuses records without a key (INVALID_RECORD, with the index of each
+/// keyless record in `record_errors`, so clients fail those and the rest of the batch as
+/// `INVALID_DIFFERENT_RECORD`): key compaction could never replace them. Only compacted topics pay
+/// for reading (and decompressing) records.
+fn refuse_keyless(
+    topic: &Topic,
+    partition: i32,
+    records: &bytes::Bytes,
+    response: PartitionProduceResponse,
+) -> Result<PartitionProduceResponse, PartitionProduceResponse> {
+    let compacted = topic_config::effective(&topic.configs, "cleanup.policy")
+        .is_some_and(|p| p.split(',').any(|p| p.trim() == "compact"));
+    if !compacted {
+        return Ok(response);
+    }
+    let mut keyless = Vec::new();
+    let mut index = 0i32;
+    let read = batch::filter::for_each_record(records, |r| {
+        if r.key.is_none() {
+            keyless.push(index);
+        }
+        index += 1;
+    });
+    if let Err(e) = read {
+        tracing::debug!(topic = %topic.name, partition, error = %e, "produce refused");
+        return Err(response.with_error_code(batch_code(&e)));
+    }
+    if keyless.is_empty() {
+        return Ok(response);
+    }
+    let text = format!(
+        "Compacted topic cannot accept message without key in topic partition {}-{partition}.",
+        topic.name
+    );
+    let record_errors = keyless
+        .into_iter()
+        .map(|i| {
+            BatchIndexAndErrorMessage::default()
+                .with_batch_index(i)
+                .with_batch_index_error_message(Some(StrBytes::from_string(text.clone())))
+        })
+        .collect();
+    Err(response
+        .with_error_code(ResponseError::InvalidRecord.code())
+        .with_error_message(Some(StrBytes::from_string(text)))
+        .with_record_errors(record_errors))
+}
+
 async fn enqueue(
     node: &Node,
     topic: Option<&Topic>,
@@ -127,6 +179,10 @@ async fn enqueue(
             tracing::debug!(topic = %topic.name, partition = data.index, error = %e, "produce refused");
             return Queued::Refused(response.with_error_code(batch_code(&e)));
         }
+    };
+    let response = match refuse_keyless(topic, data.index, &records, response) {
+        Ok(response) => response,
+        Err(refused) => return Queued::Refused(refused),
     };
     let epoch = partition.leader_epoch;
     let queued = partition
