@@ -115,12 +115,12 @@ fn refuse_keyless(
     topic: &Topic,
     partition: i32,
     records: &bytes::Bytes,
-    response: PartitionProduceResponse,
-) -> Result<PartitionProduceResponse, PartitionProduceResponse> {
+    response: &PartitionProduceResponse,
+) -> Option<PartitionProduceResponse> {
     let compacted = topic_config::effective(&topic.configs, "cleanup.policy")
         .is_some_and(|p| p.split(',').any(|p| p.trim() == "compact"));
     if !compacted {
-        return Ok(response);
+        return None;
     }
     let mut keyless = Vec::new();
     let mut index = 0i32;
@@ -132,10 +132,10 @@ fn refuse_keyless(
     });
     if let Err(e) = read {
         tracing::debug!(topic = %topic.name, partition, error = %e, "produce refused");
-        return Err(response.with_error_code(batch_code(&e)));
+        return Some(response.clone().with_error_code(batch_code(&e)));
     }
     if keyless.is_empty() {
-        return Ok(response);
+        return None;
     }
     let text = format!(
         "Compacted topic cannot accept message without key in topic partition {}-{partition}.",
@@ -149,10 +149,13 @@ fn refuse_keyless(
                 .with_batch_index_error_message(Some(StrBytes::from_string(text.clone())))
         })
         .collect();
-    Err(response
-        .with_error_code(ResponseError::InvalidRecord.code())
-        .with_error_message(Some(StrBytes::from_string(text)))
-        .with_record_errors(record_errors))
+    Some(
+        response
+            .clone()
+            .with_error_code(ResponseError::InvalidRecord.code())
+            .with_error_message(Some(StrBytes::from_string(text)))
+            .with_record_errors(record_errors),
+    )
 }
 
 async fn enqueue(
@@ -180,10 +183,9 @@ async fn enqueue(
             return Queued::Refused(response.with_error_code(batch_code(&e)));
         }
     };
-    let response = match refuse_keyless(topic, data.index, &records, response) {
-        Ok(response) => response,
-        Err(refused) => return Queued::Refused(refused),
-    };
+    if let Some(refused) = refuse_keyless(topic, data.index, &records, &response) {
+        return Queued::Refused(refused);
+    }
     let epoch = partition.leader_epoch;
     let queued = partition
         .stream
