@@ -38,6 +38,13 @@ pub enum BatchError {
         /// The magic byte found.
         magic: i8,
     },
+    /// A control batch (transaction marker) sent by a client, which only brokers write
+    /// (INVALID_RECORD, as Kafka).
+    #[error("record batch at byte {at} is a control batch; clients may not produce those")]
+    ControlBatch {
+        /// Byte position of the batch.
+        at: usize,
+    },
     /// A batch larger than the topic's `max.message.bytes` (MESSAGE_TOO_LARGE).
     #[error("record batch of {size} bytes exceeds max.message.bytes {max}")]
     TooLarge {
@@ -123,6 +130,9 @@ pub fn validate(payload: &[u8], max_batch_bytes: usize) -> Result<Summary, Batch
                 at,
                 format!("crc mismatch: stored {stored:#010x}, computed {computed:#010x}"),
             ));
+        }
+        if i16::from_be_bytes([rest[21], rest[22]]) & 0x20 != 0 {
+            return Err(BatchError::ControlBatch { at });
         }
         let last_offset_delta = i32_at(rest, 23);
         let record_count = i32_at(rest, 57);

@@ -12,13 +12,17 @@
 //!    where the map filled, and the rest in later passes.
 //! 3. It rewrites the partition's objects from the log start to the end of the map
 //!    ([`weir_storage::Storage::rewrite_stream`]), keeping a record unless a later record has its key;
-//!    tombstones (null values) go too once a previous pass saw them and their batch is older than
-//!    `delete.retention.ms`. Batches keep their offsets (see `batch/filter.rs`); runs of batches left
-//!    empty shrink to one empty batch. The metadata swaps the objects only if nothing changed under
-//!    them (retention, another compaction); otherwise the next pass tries again.
+//!    tombstones (null values) go too once they lie below the end of a pass that ran at least
+//!    `delete.retention.ms` ago (Kafka's KIP-534: the clock starts when the cleaner first sees a
+//!    tombstone, not at the producer's timestamp). Batches keep their offsets (see
+//!    `batch/filter.rs`); runs of batches left empty shrink to one empty batch. The metadata swaps the
+//!    objects only if nothing changed under them (retention, another compaction); otherwise the next
+//!    pass tries again.
 //!
-//! Records without a key are kept (Kafka refuses them on compacted topics at produce time).
-//! Transaction markers are kept; aborted transactional records are not yet removed.
+//! A batch whose records cannot be read (damaged, or over the decompression cap) is kept unchanged
+//! and its keys are left out of the map. Records without a key are kept (a compacted topic refuses
+//! them at produce time). Transaction markers are kept; aborted transactional records are not yet
+//! removed.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -30,10 +34,44 @@ use crate::batch::filter::{self, RecordRef};
 use crate::node::Node;
 use crate::topic_config;
 
-/// Where each partition was last cleaned up to, in memory.
+/// What the cleaner remembers of each partition, in memory.
 #[derive(Debug, Default)]
 pub(crate) struct Cleaner {
-    cleaned: HashMap<StreamId, Offset>,
+    cleaned: HashMap<StreamId, History>,
+}
+
+/// A partition's passes.
+#[derive(Debug, Default, Clone)]
+struct History {
+    /// Where the last pass ended.
+    end: Offset,
+    /// Each recent pass's end and when it ran (ms), oldest first: tombstones below the end of a pass
+    /// that ran `delete.retention.ms` ago may go.
+    passes: Vec<(Offset, u64)>,
+}
+
+impl History {
+    /// Tombstones below this offset have been seen by a pass at least `retention_ms` ago.
+    fn tombstone_horizon(&self, now_ms: u64, retention_ms: u64) -> Offset {
+        self.passes
+            .iter()
+            .rev()
+            .find(|(_, at)| at.saturating_add(retention_ms) <= now_ms)
+            .map_or(Offset(0), |(end, _)| *end)
+    }
+
+    fn record(&mut self, end: Offset, now_ms: u64, retention_ms: u64) {
+        self.end = end;
+        self.passes.push((end, now_ms));
+        // Passes older than the newest one already past the retention add nothing.
+        if let Some(i) = self
+            .passes
+            .iter()
+            .rposition(|(_, at)| at.saturating_add(retention_ms) <= now_ms)
+        {
+            self.passes.drain(..i);
+        }
+    }
 }
 
 /// What a pass should do to one partition.
@@ -42,6 +80,8 @@ struct Plan {
     stream: StreamId,
     /// Where the previous pass ended (or the log start).
     clean_end: Offset,
+    /// Tombstones below this may be removed.
+    tombstone_horizon: Offset,
     /// End of the cleanable data.
     cleanable_end: Offset,
     delete_retention_ms: u64,
@@ -60,12 +100,22 @@ pub(crate) struct Cleaned {
 
 impl Cleaner {
     /// Cleans every compacted partition open here whose dirty part is large enough.
-    pub(crate) async fn run(&mut self, node: &Node, now_ms: u64) {
+    /// Stops between partitions once `stop` is set.
+    pub(crate) async fn run(
+        &mut self,
+        node: &Node,
+        now_ms: u64,
+        stop: &tokio::sync::watch::Receiver<bool>,
+    ) {
         for plan in self.plans(node, now_ms) {
+            if *stop.borrow() {
+                return;
+            }
             match self.clean(node, plan, now_ms).await {
                 Ok(done) if done.bytes.0 != done.bytes.1 => {
+                    // Compressing again can make a batch a little larger than the producer's.
                     metrics::counter!("weir_key_compaction_bytes_removed_total")
-                        .increment(done.bytes.0 - done.bytes.1);
+                        .increment(done.bytes.0.saturating_sub(done.bytes.1));
                     tracing::info!(stream = %plan.stream, ?done, "partition key-compacted");
                 }
                 Ok(done) => tracing::debug!(stream = %plan.stream, ?done, "nothing to compact"),
@@ -107,7 +157,9 @@ impl Cleaner {
             if node.storage.stream(stream).is_none() {
                 continue; // open elsewhere
             }
-            let clean_end = self.cleaned.get(&stream).copied().unwrap_or(Offset(0));
+            let history = self.cleaned.get(&stream).cloned().unwrap_or_default();
+            let clean_end = history.end;
+            let tombstone_horizon = history.tombstone_horizon(now_ms, delete_retention_ms);
             let plan = node.controller.read(|state| {
                 let s = state.streams.get(&stream)?;
                 let clean_end = clean_end.max(s.start);
@@ -133,6 +185,7 @@ impl Cleaner {
                 due.then_some(Plan {
                     stream,
                     clean_end,
+                    tombstone_horizon,
                     cleanable_end,
                     delete_retention_ms,
                 })
@@ -163,11 +216,18 @@ impl Cleaner {
                     break 'read;
                 }
                 keys.clear();
-                filter::for_each_record(&batch.payload, |r| {
+                let read = filter::for_each_record(&batch.payload, |r| {
                     if let Some(key) = r.key {
                         keys.push((hasher.hash(key), r.offset));
                     }
-                })?;
+                });
+                if let Err(e) = read {
+                    // Kept as it is (see the module doc); its keys stay out of the map.
+                    metrics::counter!("weir_key_compaction_unreadable_batches_total").increment(1);
+                    tracing::warn!(stream = %plan.stream, offset = %batch.base_offset, error = %e,
+                        "key compaction keeps a batch it cannot read");
+                    keys.clear();
+                }
                 if latest.len() + keys.len() > max_keys && !latest.is_empty() {
                     break 'read;
                 }
@@ -183,10 +243,8 @@ impl Cleaner {
         }
 
         // 2. Rewrite from the log start to the end of the map.
-        let previously_clean = i64::try_from(plan.clean_end.get()).unwrap_or(i64::MAX);
+        let tombstone_horizon = i64::try_from(plan.tombstone_horizon.get()).unwrap_or(i64::MAX);
         let map_end_i64 = i64::try_from(map_end.get()).unwrap_or(i64::MAX);
-        let horizon =
-            i64::try_from(now_ms.saturating_sub(plan.delete_retention_ms)).unwrap_or(i64::MAX);
         let keep = |r: RecordRef<'_>| {
             let Some(key) = r.key else { return true };
             if latest
@@ -195,15 +253,17 @@ impl Cleaner {
             {
                 return false;
             }
-            !(r.tombstone && r.offset < previously_clean && r.batch_max_timestamp < horizon)
+            !(r.tombstone && r.offset < tombstone_horizon)
         };
         let mut rewrite = |run: Vec<StoredBatch>| -> Result<Vec<StoredBatch>, String> {
             let mut out: Vec<StoredBatch> = Vec::with_capacity(run.len());
             for batch in run {
                 let base = i64::try_from(batch.base_offset.get()).unwrap_or(i64::MAX);
                 let mut payload = if base < map_end_i64 {
+                    // A batch it cannot read is kept as it is (see the module doc).
                     filter::retain_records(&batch.payload, keep)
-                        .map_err(|e| e.to_string())?
+                        .ok()
+                        .flatten()
                         .unwrap_or_else(|| batch.payload.clone())
                 } else {
                     batch.payload.clone()
@@ -235,7 +295,11 @@ impl Cleaner {
             .storage
             .rewrite_stream(plan.stream, map_end, &mut rewrite)
             .await?;
-        self.cleaned.insert(plan.stream, map_end);
+        self.cleaned.entry(plan.stream).or_default().record(
+            map_end,
+            now_ms,
+            plan.delete_retention_ms,
+        );
         Ok(Cleaned {
             keys: latest.len(),
             end: map_end,

@@ -32,6 +32,7 @@ pub(crate) fn batch_code(e: &BatchError) -> i16 {
         BatchError::Corrupt { .. } => ResponseError::CorruptMessage,
         BatchError::OldMagic { .. } => ResponseError::UnsupportedForMessageFormat,
         BatchError::TooLarge { .. } => ResponseError::MessageTooLarge,
+        BatchError::ControlBatch { .. } => ResponseError::InvalidRecord,
     }
     .code()
 }
@@ -43,7 +44,12 @@ pub(crate) fn controller_code(e: &ControllerError) -> i16 {
         ControllerError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
         ControllerError::InvalidTopicName(_) => ResponseError::InvalidTopicException,
         ControllerError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
-        ControllerError::LostLeadership { .. } => ResponseError::NotController,
+        ControllerError::LostLeadership { .. }
+        | ControllerError::NotController(_)
+        | ControllerError::Unavailable(_) => ResponseError::NotController,
+        ControllerError::UnknownStream(_) => ResponseError::UnknownTopicOrPartition,
+        ControllerError::UnknownBroker(_) => ResponseError::BrokerNotAvailable,
+        ControllerError::InvalidRequest(_) => ResponseError::InvalidRequest,
         ControllerError::Store { .. } | ControllerError::Format { .. } => {
             ResponseError::KafkaStorageError
         }

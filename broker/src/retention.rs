@@ -34,7 +34,7 @@ pub(crate) async fn run(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = stop.changed() => return,
-            _ = cleaning.tick() => cleaner.run(&node, SystemClock.now_ms()).await,
+            _ = cleaning.tick() => cleaner.run(&node, SystemClock.now_ms(), &stop).await,
             _ = housekeeping.tick() => housekeep(&node).await,
         }
     }

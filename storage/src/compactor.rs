@@ -113,9 +113,23 @@ impl Inner {
                 continue;
             }
             let _one_at_a_time = self.upload_lock.lock().await;
-            let done = self
+            let done = match self
                 .rewrite_objects(&group, Some((stream, &mut *rewrite)))
-                .await?;
+                .await
+            {
+                Ok(done) => done,
+                // Retention or another compaction changed these objects meanwhile: the next pass
+                // sees them as they are now; the other groups go on.
+                Err(StorageError::Metadata(crate::MetadataError::ReplacedObjectsChanged(
+                    detail,
+                ))) => {
+                    tracing::debug!(%stream, detail, "rewrite of a group skipped: its objects changed");
+                    group.clear();
+                    group_bytes = 0;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             report.replaced += done.replaced;
             report.written += done.written;
             report.bytes += done.bytes;
@@ -225,9 +239,9 @@ impl Inner {
         }
     }
 
-    /// Every object holding a live slice of a stream in `open`, with those slices, oldest first.
-    /// (An object also holding slices of a stream open elsewhere cannot be replaced from here: the
-    /// metadata refuses the swap, as those slices are missing from the new objects.)
+    /// Every object holding a live slice of a stream in `open` and none of another stream, with
+    /// those slices, oldest first. (An object also holding slices of a stream served elsewhere cannot
+    /// be rewritten here: this broker must not write that stream's data.)
     async fn live_objects(
         &self,
         open: &BTreeSet<StreamId>,
@@ -249,6 +263,13 @@ impl Inner {
                 }
             }
         }
+        let ids: Vec<ObjectId> = objects.keys().copied().collect();
+        let streams = self.metadata.object_streams(&ids).await?;
+        objects.retain(|id, _| {
+            streams
+                .get(id)
+                .is_some_and(|streams| streams.iter().all(|s| open.contains(s)))
+        });
         Ok(objects)
     }
 }

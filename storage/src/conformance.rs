@@ -43,6 +43,7 @@ pub async fn run_all(store: Arc<dyn ObjectStore>) {
         delete_records_moves_the_log_start,
         compaction_bounds_object_count,
         rewrite_stream_replaces_one_streams_batches,
+        rewrites_leave_objects_shared_with_streams_served_elsewhere,
     );
 }
 
@@ -805,6 +806,55 @@ async fn rewrite_stream_replaces_one_streams_batches(store: &Arc<dyn ObjectStore
         digest(&read_all(&sb, Offset(0), 4 << 10).await),
         digest(&written_b),
         "rewrite: stream b after a restart"
+    );
+    storage.shutdown().await.expect("shutdown");
+}
+
+async fn rewrites_leave_objects_shared_with_streams_served_elsewhere(store: &Arc<dyn ObjectStore>) {
+    let mut h = Harness::new(store, "shared");
+    h.config.compaction_min_objects = 2;
+    let (storage, _) = h.open().await;
+    let a = storage.create_stream().await.expect("create");
+    let b = storage.create_stream().await.expect("create");
+    let (sa, sb) = (
+        storage.open_stream(a).await.expect("open"),
+        storage.open_stream(b).await.expect("open"),
+    );
+    let mut written_a = Vec::new();
+    for _ in 0..3 {
+        written_a.extend(append_all(&sa, batches_for(a, 4, 300)).await);
+        append_all(&sb, batches_for(b, 4, 300)).await;
+        storage.flush().await.expect("flush");
+    }
+    // Stream b is now served elsewhere: the objects it shares with a must not be rewritten here.
+    drop(sb);
+    storage.close_stream(b).await.expect("close");
+    let objects = h.metadata.objects();
+    let end = written_a.last().expect("written").end_offset();
+    let mut shrink = |run: Vec<StoredBatch>| {
+        Ok(run
+            .iter()
+            .map(|x| StoredBatch {
+                payload: x.payload.slice(..1),
+                ..x.clone()
+            })
+            .collect())
+    };
+    let report = storage
+        .rewrite_stream(a, end, &mut shrink)
+        .await
+        .expect("rewrite");
+    assert_eq!(report.replaced, 0, "shared objects rewritten: {report:?}");
+    let compacted = storage.compact().await.expect("compact");
+    assert_eq!(
+        compacted.replaced, 0,
+        "shared objects compacted: {compacted:?}"
+    );
+    assert_eq!(h.metadata.objects(), objects, "no object changed");
+    assert_eq!(
+        digest(&read_all(&sa, Offset(0), 4 << 10).await),
+        digest(&written_a),
+        "stream a reads the same bytes"
     );
     storage.shutdown().await.expect("shutdown");
 }

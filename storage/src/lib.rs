@@ -42,7 +42,7 @@ pub use local::LocalStore;
 pub use metadata::{
     MemoryMetadata, MetadataError, NewObject, ObjectDescriptor, ObjectKind, ObjectSlice,
     StreamDescriptor, StreamMetadata, StreamRange, check_close, check_commit, check_replace,
-    slices_from,
+    slices_from, streams_of_objects,
 };
 pub use metered::MeteredStore;
 pub use objects::{object_key, parse_object_key};

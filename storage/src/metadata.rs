@@ -6,7 +6,7 @@
 //! and [`commit_objects`](StreamMetadata::commit_objects) is atomic: all the objects of one upload and
 //! all their stream ranges become visible together, or none do.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::sync::{Mutex, PoisonError};
 
@@ -175,6 +175,32 @@ pub trait StreamMetadata: Send + Sync + fmt::Debug {
         from: Offset,
         limit: usize,
     ) -> Result<Vec<ObjectSlice>, MetadataError>;
+
+    /// The streams with live slices (ending above their log start) in each of `objects`; objects
+    /// no stream references map to nothing. Compaction rewrites only objects all of whose streams
+    /// it serves.
+    async fn object_streams(
+        &self,
+        objects: &[ObjectId],
+    ) -> Result<BTreeMap<ObjectId, BTreeSet<StreamId>>, MetadataError>;
+}
+
+/// [`StreamMetadata::object_streams`] over `(stream, log start, slices)` of every stream.
+pub fn streams_of_objects<'a>(
+    objects: &[ObjectId],
+    streams: impl IntoIterator<Item = (StreamId, Offset, &'a [ObjectSlice])>,
+) -> BTreeMap<ObjectId, BTreeSet<StreamId>> {
+    let wanted: BTreeSet<ObjectId> = objects.iter().copied().collect();
+    let mut out: BTreeMap<ObjectId, BTreeSet<StreamId>> =
+        wanted.iter().map(|id| (*id, BTreeSet::new())).collect();
+    for (stream, start, slices) in streams {
+        for slice in slices {
+            if slice.end > start && wanted.contains(&slice.object.id) {
+                out.entry(slice.object.id).or_default().insert(stream);
+            }
+        }
+    }
+    out
 }
 
 /// The rule every [`StreamMetadata`] implementation applies to `commit_objects`: each range carries
@@ -461,5 +487,19 @@ impl StreamMetadata for MemoryMetadata {
         limit: usize,
     ) -> Result<Vec<ObjectSlice>, MetadataError> {
         self.with(|s| Ok(slices_from(&s.stream(stream)?.slices, from, limit)))
+    }
+
+    async fn object_streams(
+        &self,
+        objects: &[ObjectId],
+    ) -> Result<BTreeMap<ObjectId, BTreeSet<StreamId>>, MetadataError> {
+        self.with(|s| {
+            Ok(streams_of_objects(
+                objects,
+                s.streams
+                    .iter()
+                    .map(|(id, st)| (*id, st.descriptor.start_offset, st.slices.as_slice())),
+            ))
+        })
     }
 }

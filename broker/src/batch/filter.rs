@@ -8,8 +8,8 @@
 //! codec. A batch left with no records becomes an empty batch (header only, uncompressed), which
 //! clients skip. Control batches (transaction markers) are never changed.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::compression::{Compressor, Decompressor, Gzip, Lz4, Snappy, Zstd};
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::compression::{Compressor, Gzip, Lz4, Snappy, Zstd};
 
 use super::{BatchError, HEADER_LEN, LENGTH_END, i32_at, i64_at};
 
@@ -51,7 +51,7 @@ pub fn for_each_record(
         let records = records_of(&batch).map_err(|e| corrupt(at, e))?;
         let base = i64_at(&batch, 0);
         let max_ts = i64_at(&batch, 35);
-        for raw in RawRecords::new(&records) {
+        for raw in RawRecords::new(&records, i32_at(&batch, 23)) {
             let raw = raw.map_err(|e| corrupt(at, e))?;
             f(raw.view(base, max_ts));
         }
@@ -77,7 +77,7 @@ pub fn retain_records(
         let max_ts = i64_at(&batch, 35);
         let mut kept = BytesMut::new();
         let (mut count, mut dropped) = (0i32, false);
-        for raw in RawRecords::new(&records) {
+        for raw in RawRecords::new(&records, i32_at(&batch, 23)) {
             let raw = raw.map_err(|e| corrupt(at, e))?;
             if keep(raw.view(base, max_ts)) {
                 kept.put_slice(raw.bytes);
@@ -107,18 +107,17 @@ pub fn retain_records(
     Ok(changed.then(|| out.freeze()))
 }
 
-/// Whether every batch of the payload is an empty data batch.
-pub fn is_empty(payload: &[u8]) -> bool {
-    let mut at = 0usize;
-    while at + HEADER_LEN <= payload.len() {
-        let size = usize::try_from(i32_at(payload, at + 8)).unwrap_or(0) + LENGTH_END;
-        let batch = &payload[at..payload.len().min(at + size)];
-        if i32_at(batch, RECORD_COUNT_AT) != 0 || is_control(batch) {
-            return false;
+/// Whether every batch of the payload is an empty data batch (`false` for a damaged payload).
+pub fn is_empty(payload: &Bytes) -> bool {
+    match split(payload) {
+        Ok(batches) => {
+            !batches.is_empty()
+                && batches
+                    .iter()
+                    .all(|(_, b)| i32_at(b, RECORD_COUNT_AT) == 0 && !is_control(b))
         }
-        at += size;
+        Err(_) => false,
     }
-    at == payload.len() && at > 0
 }
 
 /// One empty batch covering `count` offsets from `base_offset`, with the other header fields of
@@ -189,19 +188,76 @@ fn is_control(batch: &[u8]) -> bool {
     attributes(batch) & CONTROL_FLAG != 0
 }
 
-/// The records section of a batch, decompressed.
+/// Most bytes a batch's records may decompress to: a small compressed batch must not expand into
+/// gigabytes (a decompression bomb). 64 MiB, 64 times Kafka's default `message.max.bytes`.
+pub const MAX_DECOMPRESSED_BYTES: usize = 64 << 20;
+
+/// The xerial framing Kafka's Java client puts around snappy blocks.
+const XERIAL_MAGIC: &[u8; 8] = b"\x82SNAPPY\x00";
+const XERIAL_HEADER_LEN: usize = 16;
+
+/// The records section of a batch, decompressed (at most [`MAX_DECOMPRESSED_BYTES`]).
 fn records_of(batch: &Bytes) -> Result<Bytes, String> {
-    let mut body = batch.slice(HEADER_LEN..);
-    let copy = |b: &mut Bytes| Ok(b.copy_to_bytes(b.remaining()));
-    let result = match attributes(batch) & COMPRESSION_MASK {
-        0 => return Ok(body),
-        1 => Gzip::decompress(&mut body, copy),
-        2 => Snappy::decompress(&mut body, copy),
-        3 => Lz4::decompress(&mut body, copy),
-        4 => Zstd::decompress(&mut body, copy),
-        other => return Err(format!("unknown compression codec {other}")),
+    let body = batch.slice(HEADER_LEN..);
+    let codec = attributes(batch) & COMPRESSION_MASK;
+    let capped = |mut reader: Box<dyn std::io::Read + '_>| -> Result<Bytes, String> {
+        let mut out = Vec::new();
+        let limit = u64::try_from(MAX_DECOMPRESSED_BYTES).unwrap_or(u64::MAX) + 1;
+        std::io::Read::read_to_end(&mut std::io::Read::take(&mut reader, limit), &mut out)
+            .map_err(|e| format!("cannot decompress records: {e}"))?;
+        if out.len() > MAX_DECOMPRESSED_BYTES {
+            return Err(format!(
+                "records decompress to more than {MAX_DECOMPRESSED_BYTES} bytes"
+            ));
+        }
+        Ok(Bytes::from(out))
     };
-    result.map_err(|e| format!("cannot decompress records: {e}"))
+    match codec {
+        0 => Ok(body),
+        1 => capped(Box::new(flate2::read::GzDecoder::new(&body[..]))),
+        2 => snappy(&body),
+        3 => capped(Box::new(
+            lz4::Decoder::new(&body[..]).map_err(|e| format!("cannot decompress records: {e}"))?,
+        )),
+        4 => capped(Box::new(
+            zstd::stream::read::Decoder::new(&body[..])
+                .map_err(|e| format!("cannot decompress records: {e}"))?,
+        )),
+        other => Err(format!("unknown compression codec {other}")),
+    }
+}
+
+/// Snappy, raw or in xerial blocks; each block's stated length is checked before allocating.
+fn snappy(body: &[u8]) -> Result<Bytes, String> {
+    let bad = |e: snap::Error| format!("cannot decompress snappy records: {e}");
+    let mut blocks: Vec<&[u8]> = Vec::new();
+    if body.len() >= XERIAL_HEADER_LEN && body.starts_with(XERIAL_MAGIC) {
+        let mut rest = &body[XERIAL_HEADER_LEN..];
+        while !rest.is_empty() {
+            let len = take(&mut rest, 4)?;
+            let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+            blocks.push(take(&mut rest, len)?);
+        }
+    } else {
+        blocks.push(body);
+    }
+    let mut total = 0usize;
+    for block in &blocks {
+        total = total.saturating_add(snap::raw::decompress_len(block).map_err(bad)?);
+    }
+    if total > MAX_DECOMPRESSED_BYTES {
+        return Err(format!(
+            "records decompress to {total} bytes, more than {MAX_DECOMPRESSED_BYTES}"
+        ));
+    }
+    let mut out = vec![0u8; total];
+    let mut at = 0usize;
+    let mut decoder = snap::raw::Decoder::new();
+    for block in blocks {
+        at += decoder.decompress(block, &mut out[at..]).map_err(bad)?;
+    }
+    out.truncate(at);
+    Ok(Bytes::from(out))
 }
 
 fn compress(codec: i16, records: &[u8]) -> Result<Bytes, String> {
@@ -241,14 +297,19 @@ impl RawRecord<'_> {
     }
 }
 
-/// The records of a (decompressed) records section, one at a time.
+/// The records of a (decompressed) records section, one at a time; each offset delta must lie in
+/// the batch (`0..=last_offset_delta`).
 struct RawRecords<'a> {
     rest: &'a [u8],
+    last_offset_delta: i32,
 }
 
 impl<'a> RawRecords<'a> {
-    fn new(records: &'a [u8]) -> Self {
-        Self { rest: records }
+    fn new(records: &'a [u8], last_offset_delta: i32) -> Self {
+        Self {
+            rest: records,
+            last_offset_delta,
+        }
     }
 
     fn next_record(&mut self) -> Result<RawRecord<'a>, String> {
@@ -265,7 +326,9 @@ impl<'a> RawRecords<'a> {
         let _attributes = take(&mut body, 1)?;
         let _timestamp_delta = varint(&mut body)?;
         let offset_delta = i32::try_from(varint(&mut body)?)
-            .map_err(|_| "record offset delta out of range".to_owned())?;
+            .ok()
+            .filter(|d| (0..=self.last_offset_delta).contains(d))
+            .ok_or_else(|| "record offset delta outside its batch".to_owned())?;
         let key = nullable(&mut body)?;
         let value = nullable(&mut body)?;
         self.rest = rest;

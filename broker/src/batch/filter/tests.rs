@@ -124,7 +124,68 @@ fn nothing_removed_means_no_copy_and_everything_removed_leaves_empty_batches() {
     assert_eq!(i64_at(&merged, 35), 5_000);
     assert_eq!(i64_at(&merged, 43), -1, "no producer");
     assert_eq!(decode(&merged), vec![]);
-    crate::batch::validate(&payload, usize::MAX).unwrap();
+    for b in [&empty, &merged] {
+        let crc = u32::from_be_bytes([b[17], b[18], b[19], b[20]]);
+        assert_eq!(crc, crc32c::crc32c(&b[21..]), "CRC-32C of the new header");
+    }
+}
+
+#[test]
+fn rewritten_batches_carry_a_valid_crc() {
+    for codec in CODECS {
+        let payload = batch(0, 8, 8, codec);
+        let new = retain_records(&payload, |r| r.offset != 3)
+            .unwrap()
+            .unwrap();
+        let crc = u32::from_be_bytes([new[17], new[18], new[19], new[20]]);
+        assert_eq!(crc, crc32c::crc32c(&new[21..]), "{codec:?}");
+    }
+}
+
+#[test]
+fn a_decompression_bomb_is_refused_without_allocating_it() {
+    // A raw snappy block whose header claims 2 GiB.
+    let mut header = BytesMut::from(&batch(0, 1, 1, Compression::None)[..HEADER_LEN]);
+    header[21..23].copy_from_slice(&2i16.to_be_bytes()); // snappy
+    let body: &[u8] = &[0x80, 0x80, 0x80, 0x80, 0x08, 0x00];
+    let mut bomb = BytesMut::new();
+    write_batch(&mut bomb, &header, 2, 1, body);
+    let err = for_each_record(&bomb.freeze(), |_| {}).unwrap_err();
+    assert!(err.to_string().contains("more than"), "{err}");
+
+    // 80 MiB of zeros in zstd: a few kilobytes, over the cap once decompressed.
+    let zeros = vec![0u8; 80 << 20];
+    let compressed = zstd::encode_all(&zeros[..], 3).unwrap();
+    let mut header = BytesMut::from(&batch(0, 1, 1, Compression::None)[..HEADER_LEN]);
+    header[21..23].copy_from_slice(&4i16.to_be_bytes());
+    let mut bomb = BytesMut::new();
+    write_batch(&mut bomb, &header, 4, 1, &compressed);
+    let err = retain_records(&bomb.freeze(), |_| true).unwrap_err();
+    assert!(err.to_string().contains("more than"), "{err}");
+}
+
+#[test]
+fn a_record_offset_outside_its_batch_is_refused() {
+    let payload = batch(0, 3, 3, Compression::None);
+    let mut damaged = BytesMut::from(&payload[..]);
+    // The first record: length varint, attributes, timestamp delta (0), then the offset delta (0).
+    let at = HEADER_LEN + 3;
+    assert_eq!(damaged[at], 0, "offset delta of record 0");
+    damaged[at] = 20; // zig-zag 10: beyond lastOffsetDelta 2
+    let err = for_each_record(&damaged.freeze(), |_| {}).unwrap_err();
+    assert!(err.to_string().contains("outside its batch"), "{err}");
+}
+
+#[test]
+fn damaged_payloads_are_not_empty_and_do_not_panic() {
+    let payload = batch(0, 2, 2, Compression::None);
+    let empty = retain_records(&payload, |_| false).unwrap().unwrap();
+    for cut in [0, 1, 30, HEADER_LEN - 1] {
+        assert!(!is_empty(&empty.slice(..cut)), "cut at {cut}");
+    }
+    let mut short_length = BytesMut::from(&empty[..]);
+    short_length[8..12].copy_from_slice(&10i32.to_be_bytes());
+    assert!(!is_empty(&short_length.freeze()));
 }
 
 #[test]
