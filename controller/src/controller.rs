@@ -48,7 +48,15 @@ pub struct Controller {
     log: tokio::sync::Mutex<Writer>,
     state: RwLock<State>,
     pub(crate) config: ControllerConfig,
+    /// The next log sequence: every log object below it is applied to `state`.
+    next_seq: tokio::sync::watch::Sender<u64>,
+    /// The latest log objects appended here, for watchers (older ones are read from the store).
+    recent: std::sync::Mutex<std::collections::VecDeque<(u64, bytes::Bytes)>>,
+    store: Arc<dyn ObjectStore>,
 }
+
+/// How many recent log objects a controller keeps for watchers.
+const RECENT_BATCHES: usize = 4096;
 
 #[derive(Debug)]
 pub(crate) struct Writer {
@@ -69,9 +77,13 @@ impl Controller {
         store: Arc<dyn ObjectStore>,
         config: ControllerConfig,
     ) -> Result<Controller, ControllerError> {
-        let (log, state) = MetaLog::open(store, config.snapshot_every).await?;
+        let (log, state) = MetaLog::open(store.clone(), config.snapshot_every).await?;
         let reserved = state.next_object_id;
+        let (next_seq, _) = tokio::sync::watch::channel(log.next_seq());
         Ok(Controller {
+            next_seq,
+            recent: std::sync::Mutex::default(),
+            store,
             log: tokio::sync::Mutex::new(Writer {
                 log,
                 next_object_id: reserved,
@@ -89,6 +101,29 @@ impl Controller {
         f(&self.state.read().unwrap_or_else(PoisonError::into_inner))
     }
 
+    /// The next log sequence: the state reflects every log object below it.
+    pub fn next_seq(&self) -> u64 {
+        *self.next_seq.borrow()
+    }
+
+    /// Wakes on every change of [`next_seq`](Self::next_seq).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.next_seq.subscribe()
+    }
+
+    /// Log object `seq` if it is among the recent ones kept in memory.
+    pub fn recent_batch(&self, seq: u64) -> Option<bytes::Bytes> {
+        let recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        let first = recent.front()?.0;
+        let (at, bytes) = recent.get(usize::try_from(seq.checked_sub(first)?).ok()?)?;
+        (*at == seq).then(|| bytes.clone())
+    }
+
+    /// The object store holding the metadata log.
+    pub fn store(&self) -> Arc<dyn ObjectStore> {
+        self.store.clone()
+    }
+
     /// The writer, once the state is known to reflect the whole log.
     pub(crate) async fn writer(&self) -> tokio::sync::MutexGuard<'_, Writer> {
         let mut writer = self.log.lock().await;
@@ -104,16 +139,21 @@ impl Controller {
         writer: &mut Writer,
         records: Vec<Record>,
     ) -> Result<(), ControllerError> {
-        if let Err(e) = writer.log.append(&records).await {
-            if matches!(e, ControllerError::LostLeadership { .. }) {
-                // Another controller wrote the log: serve what it says from now on (DESIGN.md 6:
-                // step down and reload). The request fails; a retry is judged on the fresh state.
-                self.reload(writer).await;
-            } else {
-                writer.uncertain = true;
+        let seq = writer.log.next_seq();
+        let bytes = match writer.log.append(&records).await {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                if matches!(e, ControllerError::LostLeadership { .. }) {
+                    // Another controller wrote the log: serve what it says from now on (DESIGN.md
+                    // 6: step down and reload). The request fails; a retry is judged on the fresh
+                    // state.
+                    self.reload(writer).await;
+                } else {
+                    writer.uncertain = true;
+                }
+                return Err(e);
             }
-            return Err(e);
-        }
+        };
         let snapshot = {
             let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
             for record in &records {
@@ -121,6 +161,17 @@ impl Controller {
             }
             writer.log.snapshot_due().then(|| state.clone())
         };
+        {
+            let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+            if recent.back().is_some_and(|(last, _)| last + 1 != seq) {
+                recent.clear(); // a reload in between: keep only a contiguous run
+            }
+            recent.push_back((seq, bytes));
+            while recent.len() > RECENT_BATCHES {
+                recent.pop_front();
+            }
+        }
+        self.next_seq.send_replace(seq + 1);
         if let Some(snapshot) = snapshot
             && let Err(e) = writer.log.snapshot(&snapshot).await
         {
@@ -142,8 +193,14 @@ impl Controller {
                 writer.uncertain = false;
                 writer.next_object_id = writer.next_object_id.max(state.next_object_id);
                 writer.reserved_object_id = writer.next_object_id;
+                let next_seq = log.next_seq();
                 writer.log = log;
                 *self.state.write().unwrap_or_else(PoisonError::into_inner) = state;
+                self.recent
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clear();
+                self.next_seq.send_replace(next_seq);
             }
             Err(e) => {
                 // Still uncertain: the next change tries again before it is judged.
@@ -180,8 +237,10 @@ impl Controller {
                 .collect(),
             configs,
         };
-        self.commit(&mut writer, vec![Kind::TopicCreated(record).into()])
-            .await?;
+        let streams = record.partition_streams.clone();
+        let mut records = vec![Kind::TopicCreated(record).into()];
+        records.extend(self.read(|s| crate::cluster::placement(s, &streams)));
+        self.commit(&mut writer, records).await?;
         let topic = self.read(|s| s.topics.get(name).cloned());
         topic.ok_or_else(|| ControllerError::UnknownTopic(name.to_string()))
     }
@@ -236,8 +295,10 @@ impl Controller {
             name: name.to_string(),
             partition_streams: (0..u64::from(total) - current).map(|i| next + i).collect(),
         };
-        self.commit(&mut writer, vec![Kind::PartitionsAdded(record).into()])
-            .await?;
+        let streams = record.partition_streams.clone();
+        let mut records = vec![Kind::PartitionsAdded(record).into()];
+        records.extend(self.read(|s| crate::cluster::placement(s, &streams)));
+        self.commit(&mut writer, records).await?;
         self.read(|s| s.topics.get(name).cloned())
             .ok_or_else(|| ControllerError::UnknownTopic(name.to_string()))
     }
@@ -416,5 +477,19 @@ impl StreamMetadata for Controller {
                 .ok_or(MetadataError::UnknownStream(stream))?;
             Ok(weir_storage::slices_from(&stream.slices, from, limit))
         })
+    }
+
+    async fn object_streams(
+        &self,
+        objects: &[ObjectId],
+    ) -> Result<BTreeMap<ObjectId, std::collections::BTreeSet<StreamId>>, MetadataError> {
+        Ok(self.read(|s| {
+            weir_storage::streams_of_objects(
+                objects,
+                s.streams
+                    .iter()
+                    .map(|(id, st)| (*id, st.start, st.slices.as_slice())),
+            )
+        }))
     }
 }

@@ -9,15 +9,18 @@
 //! In `weir serve` the controller runs in the broker's process and is called directly. The gRPC
 //! service for multi-broker clusters comes with the cluster milestone.
 
+mod cluster;
 mod controller;
 mod gc;
 pub mod log;
 pub mod records;
+pub mod rpc;
 pub mod state;
 
+pub use cluster::Registration;
 pub use controller::{Controller, ControllerConfig, validate_topic_name};
 pub use gc::GcReport;
-pub use state::{State, Topic};
+pub use state::{ActiveController, Broker, State, Stream, Topic};
 
 use std::sync::Arc;
 
@@ -62,6 +65,21 @@ pub enum ControllerError {
     /// A partition count that makes no sense.
     #[error("invalid partition count {0}")]
     InvalidPartitions(u32),
+    /// No such broker, or it is fenced.
+    #[error("unknown or fenced broker {0}")]
+    UnknownBroker(u32),
+    /// No such stream.
+    #[error("unknown stream {0}")]
+    UnknownStream(weir_common::StreamId),
+    /// A request that cannot be carried out as asked.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// This broker is not the active controller (`Some(node)`: the one it knows of).
+    #[error("not the active controller (the controller is {0:?})")]
+    NotController(Option<u32>),
+    /// The controller could not be reached.
+    #[error("controller unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl ControllerError {

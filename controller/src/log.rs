@@ -77,6 +77,28 @@ pub fn decode(bytes: &[u8], key: &str) -> Result<Vec<Record>, ControllerError> {
         .map_err(|e| bad(format!("undecodable records: {e}")))
 }
 
+/// The log object `seq`'s bytes, or `None` if it does not exist (yet).
+pub async fn read_log_object(
+    store: &Arc<dyn ObjectStore>,
+    seq: u64,
+) -> Result<Option<Bytes>, ControllerError> {
+    let path = key(LOG_PREFIX, seq);
+    match store.get(&path).await {
+        Ok(got) => got
+            .bytes()
+            .await
+            .map(Some)
+            .map_err(|e| ControllerError::store("get", path.as_ref(), e)),
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(ControllerError::store("get", path.as_ref(), e)),
+    }
+}
+
+/// The key of log object `seq`.
+pub fn log_key(seq: u64) -> String {
+    key(LOG_PREFIX, seq).to_string()
+}
+
 /// The writer's end of the metadata log.
 #[derive(Debug)]
 pub struct MetaLog {
@@ -180,7 +202,7 @@ impl MetaLog {
 
     /// Appends a batch as the next log object. Fails with `LostLeadership` if another controller
     /// wrote that sequence number first.
-    pub async fn append(&mut self, records: &[Record]) -> Result<(), ControllerError> {
+    pub async fn append(&mut self, records: &[Record]) -> Result<Bytes, ControllerError> {
         let path = key(LOG_PREFIX, self.next_seq);
         let opts = PutOptions {
             mode: PutMode::Create,
@@ -209,7 +231,7 @@ impl MetaLog {
             self.next_seq += 1;
             self.since_snapshot += 1;
         }
-        outcome
+        outcome.map(|()| bytes)
     }
 
     /// The store the log lives in.

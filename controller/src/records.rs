@@ -8,7 +8,10 @@ use std::collections::BTreeMap;
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Record {
     /// What changed.
-    #[prost(oneof = "Kind", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12")]
+    #[prost(
+        oneof = "Kind",
+        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17"
+    )]
     pub kind: Option<Kind>,
 }
 
@@ -52,6 +55,97 @@ pub enum Kind {
     /// Compaction: objects replaced by others holding the same data.
     #[prost(message, tag = "12")]
     ObjectsCompacted(ObjectsCompacted),
+    /// A broker joined (or rejoined, with a new incarnation) the cluster.
+    #[prost(message, tag = "13")]
+    BrokerRegistered(BrokerRegistered),
+    /// A broker was declared dead (missed heartbeats, or stopped): it owns nothing any more.
+    #[prost(message, tag = "14")]
+    BrokerFenced(BrokerFenced),
+    /// A broker became the active controller.
+    #[prost(message, tag = "15")]
+    ControllerElected(ControllerElected),
+    /// A partition's stream got an owner (at creation, at the end of a move, after a failover).
+    #[prost(message, tag = "16")]
+    StreamAssigned(StreamAssigned),
+    /// A partition's stream is to move to another broker (0: the move is cancelled).
+    #[prost(message, tag = "17")]
+    StreamMoveRequested(StreamMoveRequested),
+}
+
+/// A broker's registration.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct BrokerRegistered {
+    /// Its node id (`--node-id`).
+    #[prost(uint32, tag = "1")]
+    pub node_id: u32,
+    /// This incarnation: registrations of the same node id get increasing epochs.
+    #[prost(uint64, tag = "2")]
+    pub epoch: u64,
+    /// Advertised Kafka host.
+    #[prost(string, tag = "3")]
+    pub host: String,
+    /// Advertised Kafka port.
+    #[prost(uint32, tag = "4")]
+    pub port: u32,
+    /// Its controller gRPC endpoint (`http://host:port`).
+    #[prost(string, tag = "5")]
+    pub rpc: String,
+    /// Its admin HTTP address.
+    #[prost(string, tag = "6")]
+    pub admin: String,
+    /// Whether it may become the controller.
+    #[prost(bool, tag = "7")]
+    pub controller: bool,
+    /// Its WAL (`object`, or `file:DIR`): where a survivor recovers it from.
+    #[prost(string, tag = "8")]
+    pub wal: String,
+}
+
+/// A broker declared dead.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct BrokerFenced {
+    /// Its node id.
+    #[prost(uint32, tag = "1")]
+    pub node_id: u32,
+    /// The incarnation fenced (a newer registration is not affected).
+    #[prost(uint64, tag = "2")]
+    pub epoch: u64,
+}
+
+/// The active controller.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ControllerElected {
+    /// Its node id.
+    #[prost(uint32, tag = "1")]
+    pub node_id: u32,
+    /// Its term: one more than the previous controller's.
+    #[prost(uint64, tag = "2")]
+    pub term: u64,
+    /// Its gRPC endpoint (`http://host:port`).
+    #[prost(string, tag = "3")]
+    pub rpc: String,
+}
+
+/// A stream's owner.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StreamAssigned {
+    /// The stream.
+    #[prost(uint64, tag = "1")]
+    pub stream: u64,
+    /// The owning broker's node id (0: none).
+    #[prost(uint32, tag = "2")]
+    pub owner: u32,
+}
+
+/// A stream's move to another broker.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StreamMoveRequested {
+    /// The stream.
+    #[prost(uint64, tag = "1")]
+    pub stream: u64,
+    /// The broker it moves to (0: cancel).
+    #[prost(uint32, tag = "2")]
+    pub target: u32,
 }
 
 /// Objects whose slices moved to new objects (the old ones become garbage).

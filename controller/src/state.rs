@@ -11,8 +11,9 @@ use weir_common::{Epoch, ObjectId, Offset, StreamId};
 use weir_storage::{ObjectDescriptor, ObjectKind, ObjectSlice, StreamDescriptor};
 
 use crate::records::{
-    CommittedObject, CommittedRange, Counters, Kind, ObjectIdFence, ObjectsCommitted,
-    ObjectsCompacted, Record, StreamCreated, StreamOpened, StreamTrimmed, TopicCreated,
+    BrokerFenced, BrokerRegistered, CommittedObject, CommittedRange, ControllerElected, Counters,
+    Kind, ObjectIdFence, ObjectsCommitted, ObjectsCompacted, Record, StreamAssigned, StreamCreated,
+    StreamMoveRequested, StreamOpened, StreamTrimmed, TopicCreated,
 };
 
 /// A topic.
@@ -41,6 +42,45 @@ pub struct Stream {
     pub slices: Vec<ObjectSlice>,
     /// Each epoch and the first offset written under it, oldest first (answers OffsetForLeaderEpoch).
     pub epochs: Vec<(Epoch, Offset)>,
+    /// The broker that owns it (node id; 0: none yet).
+    pub owner: u32,
+    /// The broker it is moving to (0: not moving).
+    pub target: u32,
+}
+
+impl Stream {
+    /// The broker clients should talk to: the move's target while a move is under way (DESIGN.md 6:
+    /// metadata always names a leader, the predicted one during a move), else the owner.
+    pub fn leader(&self) -> u32 {
+        if self.target != 0 {
+            self.target
+        } else {
+            self.owner
+        }
+    }
+}
+
+/// A broker of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Broker {
+    /// Its registration.
+    pub node_id: u32,
+    /// Its incarnation.
+    pub epoch: u64,
+    /// Advertised Kafka host.
+    pub host: String,
+    /// Advertised Kafka port.
+    pub port: u32,
+    /// Controller gRPC endpoint.
+    pub rpc: String,
+    /// Admin HTTP address.
+    pub admin: String,
+    /// Whether it may become the controller.
+    pub controller: bool,
+    /// Its WAL (`object` or `file:DIR`).
+    pub wal: String,
+    /// Declared dead: it owns nothing and serves nothing until it registers again.
+    pub fenced: bool,
 }
 
 /// The whole cluster metadata.
@@ -58,6 +98,21 @@ pub struct State {
     pub next_object_id: u64,
     /// Object ids below this can no longer be committed (the garbage collector's fence).
     pub object_fence: u64,
+    /// Brokers by node id.
+    pub brokers: BTreeMap<u32, Broker>,
+    /// The active controller.
+    pub controller: Option<ActiveController>,
+}
+
+/// The broker elected active controller.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ActiveController {
+    /// Its node id.
+    pub node_id: u32,
+    /// Its term: elections only go up.
+    pub term: u64,
+    /// Its gRPC endpoint.
+    pub rpc: String,
 }
 
 fn kind_of(code: u32) -> ObjectKind {
@@ -168,6 +223,55 @@ impl State {
                 }
             }
             Kind::ObjectIdFence(f) => self.object_fence = self.object_fence.max(f.below),
+            Kind::BrokerRegistered(b) => {
+                let newer = self
+                    .brokers
+                    .get(&b.node_id)
+                    .is_none_or(|old| b.epoch >= old.epoch);
+                if newer {
+                    self.brokers.insert(
+                        b.node_id,
+                        Broker {
+                            node_id: b.node_id,
+                            epoch: b.epoch,
+                            host: b.host.clone(),
+                            port: b.port,
+                            rpc: b.rpc.clone(),
+                            admin: b.admin.clone(),
+                            controller: b.controller,
+                            wal: b.wal.clone(),
+                            fenced: false,
+                        },
+                    );
+                }
+            }
+            Kind::BrokerFenced(f) => {
+                if let Some(broker) = self.brokers.get_mut(&f.node_id)
+                    && broker.epoch == f.epoch
+                {
+                    broker.fenced = true;
+                }
+            }
+            Kind::ControllerElected(c) => {
+                if self.controller.as_ref().is_none_or(|a| c.term > a.term) {
+                    self.controller = Some(ActiveController {
+                        node_id: c.node_id,
+                        term: c.term,
+                        rpc: c.rpc.clone(),
+                    });
+                }
+            }
+            Kind::StreamAssigned(a) => {
+                if let Some(stream) = self.streams.get_mut(&StreamId(a.stream)) {
+                    stream.owner = a.owner;
+                    stream.target = 0;
+                }
+            }
+            Kind::StreamMoveRequested(m) => {
+                if let Some(stream) = self.streams.get_mut(&StreamId(m.stream)) {
+                    stream.target = m.target;
+                }
+            }
             Kind::Counters(c) => {
                 self.next_stream_id = self.next_stream_id.max(c.next_stream_id);
                 self.next_object_id = self.next_object_id.max(c.next_object_id);
@@ -226,6 +330,40 @@ impl State {
                 .into(),
             );
         }
+        for b in self.brokers.values() {
+            records.push(
+                Kind::BrokerRegistered(BrokerRegistered {
+                    node_id: b.node_id,
+                    epoch: b.epoch,
+                    host: b.host.clone(),
+                    port: b.port,
+                    rpc: b.rpc.clone(),
+                    admin: b.admin.clone(),
+                    controller: b.controller,
+                    wal: b.wal.clone(),
+                })
+                .into(),
+            );
+            if b.fenced {
+                records.push(
+                    Kind::BrokerFenced(BrokerFenced {
+                        node_id: b.node_id,
+                        epoch: b.epoch,
+                    })
+                    .into(),
+                );
+            }
+        }
+        if let Some(a) = &self.controller {
+            records.push(
+                Kind::ControllerElected(ControllerElected {
+                    node_id: a.node_id,
+                    term: a.term,
+                    rpc: a.rpc.clone(),
+                })
+                .into(),
+            );
+        }
         for topic in self.topics.values() {
             records.push(
                 Kind::TopicCreated(TopicCreated {
@@ -253,6 +391,24 @@ impl State {
                         stream: id.get(),
                         epoch: epoch.get(),
                         start_offset: start.get(),
+                    })
+                    .into(),
+                );
+            }
+            if stream.owner != 0 {
+                records.push(
+                    Kind::StreamAssigned(StreamAssigned {
+                        stream: id.get(),
+                        owner: stream.owner,
+                    })
+                    .into(),
+                );
+            }
+            if stream.target != 0 {
+                records.push(
+                    Kind::StreamMoveRequested(StreamMoveRequested {
+                        stream: id.get(),
+                        target: stream.target,
                     })
                     .into(),
                 );

@@ -182,6 +182,39 @@ fn record_strategy() -> impl Strategy<Value = Record> {
             next_object_id: b
         })
         .into()),
+        (1u32..4, 0u64..4, any::<bool>()).prop_map(|(node_id, epoch, controller)| {
+            Kind::BrokerRegistered(BrokerRegistered {
+                node_id,
+                epoch,
+                host: format!("host-{node_id}"),
+                port: 9092 + node_id,
+                rpc: format!("http://rpc-{node_id}-{epoch}"),
+                admin: String::new(),
+                controller,
+                wal: "object".into(),
+            })
+            .into()
+        }),
+        (1u32..4, 0u64..4).prop_map(|(node_id, epoch)| Kind::BrokerFenced(BrokerFenced {
+            node_id,
+            epoch
+        })
+        .into()),
+        // Terms are unique in a real log (each election is one more than the last it saw).
+        (0u64..20).prop_map(|term| Kind::ControllerElected(ControllerElected {
+            node_id: (term % 3) as u32 + 1,
+            term,
+            rpc: format!("http://controller-{term}"),
+        })
+        .into()),
+        (0u64..60, 0u32..4).prop_map(|(stream, owner)| Kind::StreamAssigned(StreamAssigned {
+            stream,
+            owner
+        })
+        .into()),
+        (0u64..60, 0u32..4).prop_map(|(stream, target)| {
+            Kind::StreamMoveRequested(StreamMoveRequested { stream, target }).into()
+        }),
     ]
 }
 

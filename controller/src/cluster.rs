@@ -1,0 +1,264 @@
+//! Cluster membership and partition placement (DESIGN.md 6): brokers register and are fenced, one
+//! controller is elected through the log, partitions get owners and move between brokers.
+//!
+//! A move changes only metadata: the controller records the target (`StreamMoveRequested`); the old
+//! owner stops writing, uploads what it has not uploaded and closes the stream, then reports it
+//! (`move_done`, checked against the epoch it owned the stream at); the controller records the new
+//! owner (`StreamAssigned`), who opens the stream, bumping its epoch. Metadata names the target as
+//! leader from the start of the move, so clients are never told there is no leader.
+
+use std::collections::BTreeMap;
+
+use weir_common::{Epoch, StreamId};
+
+use crate::records::{
+    BrokerFenced, BrokerRegistered, ControllerElected, Kind, Record, StreamAssigned,
+    StreamMoveRequested,
+};
+use crate::state::State;
+use crate::{Controller, ControllerError};
+
+/// What a broker tells the controller when it joins.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Registration {
+    /// Its node id.
+    pub node_id: u32,
+    /// Advertised Kafka host.
+    pub host: String,
+    /// Advertised Kafka port.
+    pub port: u32,
+    /// Its gRPC endpoint (`http://host:port`), where it serves the controller service if it has
+    /// the controller role.
+    pub rpc: String,
+    /// Its admin HTTP address.
+    pub admin: String,
+    /// Whether it may become the controller.
+    pub controller: bool,
+    /// Its WAL: `object`, or `file:DIR`.
+    pub wal: String,
+}
+
+impl State {
+    /// Brokers that are registered and not fenced, by node id.
+    pub fn live_brokers(&self) -> Vec<u32> {
+        self.brokers
+            .values()
+            .filter(|b| !b.fenced)
+            .map(|b| b.node_id)
+            .collect()
+    }
+
+    /// Streams each live broker leads (owns, or is the target of a move), by node id.
+    pub fn load(&self) -> BTreeMap<u32, usize> {
+        let mut load: BTreeMap<u32, usize> =
+            self.live_brokers().into_iter().map(|b| (b, 0)).collect();
+        for stream in self.streams.values() {
+            if let Some(n) = load.get_mut(&stream.leader()) {
+                *n += 1;
+            }
+        }
+        load
+    }
+
+    /// Owners for `n` new streams: the least loaded live brokers, in turn (none if no broker lives).
+    pub fn place(&self, n: usize) -> Vec<u32> {
+        let mut load = self.load();
+        (0..n)
+            .map(|_| {
+                let least = load
+                    .iter()
+                    .min_by_key(|(node, count)| (**count, **node))
+                    .map(|(node, _)| *node);
+                if let Some(node) = least {
+                    *load.entry(node).or_default() += 1;
+                }
+                least.unwrap_or(0)
+            })
+            .collect()
+    }
+}
+
+fn move_to(stream: StreamId, target: u32) -> Record {
+    Kind::StreamMoveRequested(StreamMoveRequested {
+        stream: stream.get(),
+        target,
+    })
+    .into()
+}
+
+fn assigned(stream: StreamId, owner: u32) -> Record {
+    Kind::StreamAssigned(StreamAssigned {
+        stream: stream.get(),
+        owner,
+    })
+    .into()
+}
+
+/// Records giving each stream an owner, for streams created in the same change.
+pub(crate) fn placement(state: &State, streams: &[u64]) -> Vec<Record> {
+    state
+        .place(streams.len())
+        .into_iter()
+        .zip(streams)
+        .filter(|(owner, _)| *owner != 0)
+        .map(|(owner, stream)| assigned(StreamId(*stream), owner))
+        .collect()
+}
+
+impl Controller {
+    /// Registers a broker (again): returns its new epoch (incarnation).
+    pub async fn register_broker(&self, r: Registration) -> Result<u64, ControllerError> {
+        if r.node_id == 0 {
+            return Err(ControllerError::InvalidRequest(
+                "node id 0 is reserved".into(),
+            ));
+        }
+        let mut writer = self.writer().await;
+        let epoch = self.read(|s| s.brokers.get(&r.node_id).map_or(1, |b| b.epoch + 1));
+        let record = Kind::BrokerRegistered(BrokerRegistered {
+            node_id: r.node_id,
+            epoch,
+            host: r.host,
+            port: r.port,
+            rpc: r.rpc,
+            admin: r.admin,
+            controller: r.controller,
+            wal: r.wal,
+        });
+        self.commit(&mut writer, vec![record.into()]).await?;
+        Ok(epoch)
+    }
+
+    /// Declares a broker's incarnation dead.
+    pub async fn fence_broker(&self, node_id: u32, epoch: u64) -> Result<(), ControllerError> {
+        let mut writer = self.writer().await;
+        let current = self.read(|s| s.brokers.get(&node_id).map(|b| (b.epoch, b.fenced)));
+        if current != Some((epoch, false)) {
+            return Ok(()); // already fenced, or re-registered since
+        }
+        let record = Kind::BrokerFenced(BrokerFenced { node_id, epoch });
+        self.commit(&mut writer, vec![record.into()]).await
+    }
+
+    /// Makes `node_id` the active controller: appends its election with the next term. Fails with
+    /// `LostLeadership` if another broker appended first.
+    pub async fn elect(&self, node_id: u32, rpc: &str) -> Result<u64, ControllerError> {
+        let mut writer = self.writer().await;
+        let term = self.read(|s| s.controller.as_ref().map_or(1, |a| a.term + 1));
+        let record = Kind::ControllerElected(ControllerElected {
+            node_id,
+            term,
+            rpc: rpc.to_owned(),
+        });
+        self.commit(&mut writer, vec![record.into()]).await?;
+        Ok(term)
+    }
+
+    /// Gives every stream without a live owner one (the least loaded live brokers). Streams of a
+    /// fenced broker are left to failover, which recovers its WAL first.
+    pub async fn assign_unowned(&self) -> Result<usize, ControllerError> {
+        let mut writer = self.writer().await;
+        let records = self.read(|s| {
+            let unowned: Vec<u64> = s
+                .streams
+                .iter()
+                .filter(|(_, st)| st.owner == 0)
+                .map(|(id, _)| id.get())
+                .collect();
+            placement(s, &unowned)
+        });
+        let n = records.len();
+        if n > 0 {
+            self.commit(&mut writer, records).await?;
+        }
+        Ok(n)
+    }
+
+    /// Starts moving a stream to `target` (DESIGN.md 6). A stream with no owner is assigned at once.
+    pub async fn reassign(&self, stream: StreamId, target: u32) -> Result<(), ControllerError> {
+        let mut writer = self.writer().await;
+        let record = self.read(|s| {
+            let live = s.brokers.get(&target).is_some_and(|b| !b.fenced);
+            if !live {
+                return Err(ControllerError::UnknownBroker(target));
+            }
+            let st = s
+                .streams
+                .get(&stream)
+                .ok_or(ControllerError::UnknownStream(stream))?;
+            Ok(if st.owner == target {
+                // Already there: cancel any move elsewhere.
+                (st.target != 0).then(|| move_to(stream, 0))
+            } else if st.owner == 0 {
+                Some(assigned(stream, target))
+            } else {
+                Some(move_to(stream, target))
+            })
+        })?;
+        match record {
+            Some(record) => self.commit(&mut writer, vec![record]).await,
+            None => Ok(()),
+        }
+    }
+
+    /// The old owner closed a moving stream it owned at `epoch`: the target becomes the owner.
+    pub async fn move_done(&self, stream: StreamId, epoch: Epoch) -> Result<(), ControllerError> {
+        let mut writer = self.writer().await;
+        let target = self.read(|s| {
+            let st = s
+                .streams
+                .get(&stream)
+                .ok_or(ControllerError::UnknownStream(stream))?;
+            if st.epoch != epoch {
+                return Err(ControllerError::InvalidRequest(format!(
+                    "{stream} is at {}, not {epoch}: it was reopened since",
+                    st.epoch
+                )));
+            }
+            Ok(st.target)
+        })?;
+        if target == 0 {
+            return Ok(()); // cancelled meanwhile: the owner reopens it
+        }
+        self.commit(&mut writer, vec![assigned(stream, target)])
+            .await
+    }
+
+    /// Moves every stream off `broker`, to the least loaded other live brokers.
+    pub async fn drain(&self, broker: u32) -> Result<usize, ControllerError> {
+        let mut writer = self.writer().await;
+        let records = self.read(|s| {
+            if !s.brokers.contains_key(&broker) {
+                return Err(ControllerError::UnknownBroker(broker));
+            }
+            let mut load = s.load();
+            load.remove(&broker);
+            if load.is_empty() {
+                return Err(ControllerError::InvalidRequest(format!(
+                    "no other live broker to drain broker {broker} to"
+                )));
+            }
+            let mut records = Vec::new();
+            for (id, st) in &s.streams {
+                if st.owner != broker {
+                    if st.target == broker {
+                        // Moving to the drained broker: the owner keeps it.
+                        records.push(move_to(*id, 0));
+                    }
+                    continue;
+                }
+                let Some((&target, _)) = load.iter().min_by_key(|(node, n)| (**n, **node)) else {
+                    break;
+                };
+                *load.entry(target).or_default() += 1;
+                records.push(move_to(*id, target));
+            }
+            Ok(records)
+        })?;
+        let n = records.len();
+        if n > 0 {
+            self.commit(&mut writer, records).await?;
+        }
+        Ok(n)
+    }
+}
