@@ -224,6 +224,36 @@ impl Controller {
             .await
     }
 
+    /// Gives the streams of a fenced broker, whose WAL has been recovered into objects, to the least
+    /// loaded live brokers; moves towards it are cancelled.
+    pub async fn reassign_from_fenced(&self, broker: u32) -> Result<usize, ControllerError> {
+        let mut writer = self.writer().await;
+        let records = self.read(|s| {
+            if s.brokers.get(&broker).is_none_or(|b| !b.fenced) {
+                return Vec::new();
+            }
+            let owned: Vec<u64> = s
+                .streams
+                .iter()
+                .filter(|(_, st)| st.owner == broker)
+                .map(|(id, _)| id.get())
+                .collect();
+            let mut records = placement(s, &owned);
+            records.extend(
+                s.streams
+                    .iter()
+                    .filter(|(_, st)| st.target == broker && st.owner != broker)
+                    .map(|(id, _)| move_to(*id, 0)),
+            );
+            records
+        });
+        let n = records.len();
+        if n > 0 {
+            self.commit(&mut writer, records).await?;
+        }
+        Ok(n)
+    }
+
     /// Moves every stream off `broker`, to the least loaded other live brokers.
     pub async fn drain(&self, broker: u32) -> Result<usize, ControllerError> {
         let mut writer = self.writer().await;

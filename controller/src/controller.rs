@@ -181,6 +181,22 @@ impl Controller {
         Ok(())
     }
 
+    /// Whether another controller appended to the log after this one's last append (one HEAD of the
+    /// next sequence); if so the log is reread, so the state shows who is in charge now.
+    pub async fn refresh_if_superseded(&self) -> Result<bool, ControllerError> {
+        use object_store::ObjectStoreExt;
+        let mut writer = self.log.lock().await;
+        let path = object_store::path::Path::from(crate::log::log_key(writer.log.next_seq()));
+        match self.store.head(&path).await {
+            Ok(_) => {
+                self.reload(&mut writer).await;
+                Ok(true)
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(ControllerError::store("head", path.as_ref(), e)),
+        }
+    }
+
     /// Rereads the metadata log after another controller wrote to it.
     async fn reload(&self, writer: &mut Writer) {
         match MetaLog::open(writer.log.store(), self.config.snapshot_every).await {

@@ -6,20 +6,28 @@
 //! - [`Controller`]: validates requests, appends records, applies them; implements
 //!   [`weir_storage::StreamMetadata`], so the storage layer commits objects through it.
 //!
-//! In `weir serve` the controller runs in the broker's process and is called directly. The gRPC
-//! service for multi-broker clusters comes with the cluster milestone.
+//! - [`cluster`](Controller::register_broker): membership, election, partition placement and moves;
+//! - [`rpc`], [`service`], [`remote`]: the gRPC service of the controller role ([`Role`]) and a
+//!   broker's replica of the metadata ([`RemoteController`]).
+//!
+//! In `weir serve` the controller runs in the broker's process and is called directly; in a
+//! cluster (`weir broker`) brokers reach the active controller over gRPC.
 
 mod cluster;
 mod controller;
 mod gc;
 pub mod log;
 pub mod records;
+pub mod remote;
 pub mod rpc;
+pub mod service;
 pub mod state;
 
 pub use cluster::Registration;
 pub use controller::{Controller, ControllerConfig, validate_topic_name};
 pub use gc::GcReport;
+pub use remote::RemoteController;
+pub use service::{RecoverWal, Role, RoleConfig};
 pub use state::{ActiveController, Broker, State, Stream, Topic};
 
 use std::sync::Arc;
