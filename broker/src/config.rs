@@ -1,4 +1,5 @@
-//! `weir serve` settings: one TOML file, overridden by `WEIR_*` environment variables and flags.
+//! Broker settings (`weir serve`, and `weir broker` for a cluster): one TOML file, overridden by
+//! `WEIR_*` environment variables and flags.
 //!
 //! Every limit has its unit in its name and a documented default. Unknown keys are refused with an
 //! error that names them.
@@ -75,6 +76,40 @@ pub struct ServeConfig {
     pub wal: FileWalConfig,
     /// Object WAL settings (`flush_interval_ms`, default 100; `max_bytes`, default 8 MiB).
     pub object_wal: ObjectWalConfig,
+    /// Cluster settings (`weir broker`); unused by `weir serve`.
+    pub cluster: ClusterConfig,
+}
+
+/// Settings of a broker in a cluster (`weir broker`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The gRPC listener brokers and the controller talk on. Default `127.0.0.1:9645`.
+    pub rpc_listen: SocketAddr,
+    /// The gRPC address other brokers reach this one at (`host:port`). Default: the bound address.
+    pub advertised_rpc: Option<String>,
+    /// Whether this broker may become the active controller. Default false.
+    pub controller: bool,
+    /// A broker (or controller) not heard from this long is fenced (replaced). Default 6000 ms.
+    pub session_timeout_ms: u64,
+    /// How often a broker heartbeats to the controller. Default 1000 ms.
+    pub heartbeat_interval_ms: u64,
+    /// Where the file WAL lives when `wal_kind = "file"` (`--wal file:DIR`); a survivor recovers a
+    /// dead broker's file WAL only if it can reach this directory. Default `data_dir/wal`.
+    pub wal_dir: Option<PathBuf>,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            rpc_listen: SocketAddr::from(([127, 0, 0, 1], 9645)),
+            advertised_rpc: None,
+            controller: false,
+            session_timeout_ms: 6000,
+            heartbeat_interval_ms: 1000,
+            wal_dir: None,
+        }
+    }
 }
 
 impl Default for ServeConfig {
@@ -104,6 +139,7 @@ impl Default for ServeConfig {
             wal_kind: WalKind::File,
             wal: FileWalConfig::default(),
             object_wal: ObjectWalConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }

@@ -21,6 +21,126 @@ struct Cli {
 enum Command {
     /// Run a single node: broker and controller in one process, data under --data-dir.
     Serve(ServeArgs),
+    /// Run one broker of a cluster: brokers share one object store (the bucket) and nothing else.
+    Broker(BrokerArgs),
+    /// Operate a cluster through a broker's admin API.
+    Admin(AdminArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct AdminArgs {
+    /// A broker's admin HTTP address
+    #[arg(long, env = "WEIR_ADMIN_URL", default_value = "http://127.0.0.1:9644")]
+    url: String,
+    #[command(subcommand)]
+    action: AdminAction,
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminAction {
+    /// Show the brokers, the controller and who leads each partition
+    Cluster,
+    /// Move a partition to a broker (no data is copied)
+    Reassign {
+        /// Topic name
+        topic: String,
+        /// Partition index
+        partition: u32,
+        /// Node id of the broker to move it to
+        broker: u32,
+    },
+    /// Move every partition off a broker (before stopping it)
+    Drain {
+        /// Node id of the broker to empty
+        broker: u32,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct BrokerArgs {
+    /// This broker's node id (1 and up), unique in the cluster
+    #[arg(long, env = "WEIR_NODE_ID")]
+    node_id: Option<i32>,
+    /// Kafka listener [default: 127.0.0.1:9092]
+    #[arg(long, env = "WEIR_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Address clients should connect to, host:port [default: the listen address]
+    #[arg(long, env = "WEIR_ADVERTISED_LISTENER")]
+    advertised_listener: Option<String>,
+    /// Admin HTTP listener [default: 127.0.0.1:9644]
+    #[arg(long, env = "WEIR_ADMIN_LISTEN")]
+    admin_listen: Option<SocketAddr>,
+    /// gRPC listener for the controller and brokers [default: 127.0.0.1:9645]
+    #[arg(long, env = "WEIR_RPC_LISTEN")]
+    rpc_listen: Option<SocketAddr>,
+    /// gRPC address other brokers reach this one at, host:port [default: the rpc listen address]
+    #[arg(long, env = "WEIR_ADVERTISED_RPC")]
+    advertised_rpc: Option<String>,
+    /// The bucket every broker shares: s3://bucket[/prefix] (AWS_* variables), file:///path
+    #[arg(long, env = "WEIR_OBJECT_STORE")]
+    object_store: Option<String>,
+    /// The WAL: `object` (in the bucket: a survivor recovers it) or `file:DIR`
+    #[arg(long, env = "WEIR_WAL")]
+    wal: Option<String>,
+    /// This broker may become the active controller
+    #[arg(long)]
+    controller: bool,
+    /// Local directory for caches and a default file WAL [default: ./weir-data]
+    #[arg(long, env = "WEIR_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// TOML config file; WEIR_<KEY> (and WEIR_<SECTION>__<KEY>) variables, then flags, override it
+    #[arg(long, env = "WEIR_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+impl BrokerArgs {
+    fn config(self) -> anyhow::Result<ServeConfig> {
+        let mut config = ServeConfig::load(self.config.as_deref(), std::env::vars())?;
+        if let Some(id) = self.node_id {
+            config.node_id = id;
+        }
+        if let Some(listen) = self.listen {
+            config.listen = listen;
+        }
+        if let Some(adv) = self.advertised_listener {
+            config.advertised_listener = Some(adv);
+        }
+        if let Some(admin) = self.admin_listen {
+            config.admin_listen = admin;
+        }
+        if let Some(rpc) = self.rpc_listen {
+            config.cluster.rpc_listen = rpc;
+        }
+        if let Some(adv) = self.advertised_rpc {
+            config.cluster.advertised_rpc = Some(adv);
+        }
+        if let Some(dir) = self.data_dir {
+            config.data_dir = dir;
+        }
+        if let Some(url) = self.object_store {
+            config.object_store = Some(url);
+        }
+        if self.controller {
+            config.cluster.controller = true;
+        }
+        match self.wal.as_deref() {
+            None => {}
+            Some("object") => config.wal_kind = weir_broker::config::WalKind::Object,
+            Some(file) => match file.strip_prefix("file:") {
+                Some(dir) if !dir.is_empty() => {
+                    config.wal_kind = weir_broker::config::WalKind::File;
+                    config.cluster.wal_dir = Some(PathBuf::from(dir));
+                }
+                _ => anyhow::bail!("invalid --wal {file:?}: `object` or `file:DIR`"),
+            },
+        }
+        if config.object_store.is_none() {
+            anyhow::bail!(
+                "weir broker needs --object-store (object_store): the bucket the brokers share"
+            );
+        }
+        Ok(config)
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -90,6 +210,8 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => serve(args.config()?).await,
+            Command::Broker(args) => broker(args.config()?).await,
+            Command::Admin(args) => admin(args).await,
         }
     })
 }
@@ -135,6 +257,79 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     wait_for_signal().await;
     tracing::info!("shutting down: draining and uploading");
     server.shutdown().await
+}
+
+async fn broker(config: ServeConfig) -> anyhow::Result<()> {
+    let server = Server::start_cluster(config).await?;
+    println!(
+        "weir serving kafka={} admin={} rpc={}",
+        server.kafka_addr(),
+        server.admin_addr(),
+        server
+            .rpc_addr()
+            .map_or_else(String::new, |a| a.to_string())
+    );
+    use std::io::Write;
+    std::io::stdout().flush()?;
+    wait_for_signal().await;
+    tracing::info!("shutting down: handing partitions over and uploading");
+    server.shutdown().await
+}
+
+async fn admin(args: AdminArgs) -> anyhow::Result<()> {
+    let base = args.url.trim_end_matches('/').to_owned();
+    let client = reqwest::Client::new();
+    let (path, body) = match &args.action {
+        AdminAction::Cluster => {
+            let view: weir_broker::admin::ClusterView = client
+                .get(format!("{base}/v1/cluster"))
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            println!("cluster {} controller {}", view.cluster_id, view.controller);
+            for b in &view.brokers {
+                let state = if b.fenced { "fenced" } else { "live" };
+                println!("broker {} {} {state} epoch {}", b.id, b.kafka, b.epoch);
+            }
+            for p in &view.partitions {
+                let moving = if p.target != 0 {
+                    format!(" moving to {}", p.target)
+                } else {
+                    String::new()
+                };
+                println!(
+                    "{} {} owner {} epoch {}{moving}",
+                    p.topic, p.partition, p.owner, p.epoch
+                );
+            }
+            return Ok(());
+        }
+        AdminAction::Reassign {
+            topic,
+            partition,
+            broker,
+        } => (
+            "/v1/cluster/reassign",
+            serde_json::json!({ "topic": topic, "partition": partition, "broker": broker }),
+        ),
+        AdminAction::Drain { broker } => {
+            ("/v1/cluster/drain", serde_json::json!({ "broker": broker }))
+        }
+    };
+    let answer = client
+        .post(format!("{base}{path}"))
+        .json(&body)
+        .send()
+        .await?;
+    let status = answer.status();
+    let text = answer.text().await?;
+    if !status.is_success() {
+        anyhow::bail!("{path}: {status}: {text}");
+    }
+    println!("{text}");
+    Ok(())
 }
 
 async fn wait_for_signal() {

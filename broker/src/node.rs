@@ -1,23 +1,24 @@
-//! The broker's state shared by every connection: the controller, the storage, and the partitions it
-//! serves. In `weir serve` this one node owns every partition.
+//! The broker's state shared by every connection: the metadata, the storage, and the partitions it
+//! serves. In `weir serve` this one node owns every partition; in a cluster, the partitions the
+//! metadata assigns it (`cluster.rs` opens and closes them as assignments change).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use uuid::Uuid;
 use weir_common::StreamId;
-use weir_controller::{Controller, ControllerError, Topic};
+use weir_controller::{ControllerError, Topic};
 use weir_storage::{Storage, StorageError, Stream};
 
 use crate::config::ServeConfig;
+use crate::metadata::Metadata;
 
 /// One broker node.
 #[derive(Debug)]
 pub struct Node {
     /// Settings.
     pub config: ServeConfig,
-    /// The metadata authority (in process).
-    pub controller: Arc<Controller>,
+    /// The metadata: the controller in process, or a replica of the cluster's.
+    pub controller: Metadata,
     /// The partitions' storage.
     pub storage: Storage,
     /// Serialises stream opening and topic creation, so a partition is opened once.
@@ -41,7 +42,7 @@ impl Node {
     /// A node over an opened controller and storage.
     pub fn new(
         config: ServeConfig,
-        controller: Arc<Controller>,
+        controller: Metadata,
         storage: Storage,
         cluster_id: String,
     ) -> Self {
@@ -103,6 +104,82 @@ impl Node {
         })
     }
 
+    /// The brokers clients may connect to, `(node id, host, port)`: this one alone in `weir serve`,
+    /// the live registered brokers in a cluster.
+    pub fn brokers(&self) -> Vec<(i32, String, i32)> {
+        if !self.controller.is_cluster() {
+            let (host, port) = self.config.advertised();
+            return vec![(self.config.node_id, host, port)];
+        }
+        self.controller.read(|s| {
+            s.brokers
+                .values()
+                .filter(|b| !b.fenced)
+                .filter_map(|b| {
+                    Some((
+                        i32::try_from(b.node_id).ok()?,
+                        b.host.clone(),
+                        i32::try_from(b.port).ok()?,
+                    ))
+                })
+                .collect()
+        })
+    }
+
+    /// The broker `(host, port)` of a node id, if it is registered (fenced or not).
+    pub fn broker_address(&self, node_id: i32) -> Option<(String, i32)> {
+        if !self.controller.is_cluster() {
+            return (node_id == self.config.node_id).then(|| self.config.advertised());
+        }
+        let id = u32::try_from(node_id).ok()?;
+        self.controller.read(|s| {
+            let b = s.brokers.get(&id)?;
+            Some((b.host.clone(), i32::try_from(b.port).ok()?))
+        })
+    }
+
+    /// The active controller's node id (this node in `weir serve`; -1 if none is known).
+    pub fn controller_id(&self) -> i32 {
+        if !self.controller.is_cluster() {
+            return self.config.node_id;
+        }
+        self.controller
+            .read(|s| s.controller.as_ref().map(|a| a.node_id))
+            .and_then(|n| i32::try_from(n).ok())
+            .unwrap_or(-1)
+    }
+
+    /// The node coordinating a group: the leader of its `__consumer_offsets` partition.
+    pub fn coordinator_of(&self, group: &str) -> Option<i32> {
+        let topic = self.topic(crate::group::OFFSETS_TOPIC)?;
+        let index = crate::group::partition_for(group, topic.partitions.len());
+        let stream = *topic.partitions.get(usize::try_from(index).ok()?)?;
+        self.leader_of(stream)
+    }
+
+    /// The Kafka error for a partition that is not open here: NOT_LEADER_OR_FOLLOWER if the topic has
+    /// it (another broker leads it, or it is moving), else UNKNOWN_TOPIC_OR_PARTITION.
+    pub fn not_here(&self, topic: &Topic, index: i32) -> i16 {
+        use kafka_protocol::error::ResponseError;
+        let exists = usize::try_from(index).is_ok_and(|i| i < topic.partitions.len());
+        if exists {
+            ResponseError::NotLeaderOrFollower.code()
+        } else {
+            ResponseError::UnknownTopicOrPartition.code()
+        }
+    }
+
+    /// The node id that leads a partition's stream (the move target during a move), if any.
+    pub fn leader_of(&self, stream: StreamId) -> Option<i32> {
+        if !self.controller.is_cluster() {
+            return Some(self.config.node_id);
+        }
+        self.controller
+            .read(|s| s.streams.get(&stream).map(weir_controller::Stream::leader))
+            .filter(|n| *n != 0)
+            .and_then(|n| i32::try_from(n).ok())
+    }
+
     /// The Kafka leader epoch of a stream, from metadata (also for partitions not open here).
     pub fn leader_epoch(&self, stream: StreamId) -> i32 {
         let epoch = self
@@ -124,7 +201,13 @@ impl Node {
             .controller
             .create_topic(name, partitions, configs)
             .await?;
-        for stream in &topic.partitions {
+        // In a cluster each partition's owner opens it (`cluster.rs`).
+        let here = if self.controller.is_cluster() {
+            &[][..]
+        } else {
+            &topic.partitions[..]
+        };
+        for stream in here {
             if let Err(e) = self.storage.open_stream(*stream).await {
                 tracing::error!(topic = name, stream = %stream, error = %e, "cannot open new partition");
             }
@@ -138,7 +221,12 @@ impl Node {
         let _guard = self.open_lock.lock().await;
         let before = self.topic(name).map_or(0, |t| t.partitions.len());
         let topic = self.controller.add_partitions(name, total).await?;
-        for stream in &topic.partitions[before..] {
+        let here = if self.controller.is_cluster() {
+            &[][..]
+        } else {
+            &topic.partitions[before..]
+        };
+        for stream in here {
             if let Err(e) = self.storage.open_stream(*stream).await {
                 tracing::error!(topic = name, stream = %stream, error = %e, "cannot open new partition");
             }
@@ -153,7 +241,11 @@ impl Node {
         let topic = self
             .topic(name)
             .ok_or_else(|| ControllerError::UnknownTopic(name.to_string()))?;
-        for stream in &topic.partitions {
+        for stream in topic
+            .partitions
+            .iter()
+            .filter(|s| self.storage.stream(**s).is_some())
+        {
             if let Err(e) = self.storage.close_stream(*stream).await {
                 tracing::warn!(topic = name, stream = %stream, error = %e, "closing a deleted partition");
             }

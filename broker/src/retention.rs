@@ -53,7 +53,8 @@ async fn housekeep(node: &Node) {
         .collect_garbage(node.config.object_delete_grace_ms)
         .await
     {
-        Ok(report) => {
+        Ok(None) => {} // the active controller collects garbage for the cluster
+        Ok(Some(report)) => {
             let deleted = report.deleted_dropped + report.deleted_unnamed;
             metrics::counter!("weir_objects_deleted_total", "reason" => "unreferenced")
                 .increment(report.deleted_dropped as u64);

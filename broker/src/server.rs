@@ -1,4 +1,5 @@
-//! Starting and stopping a single-node broker: storage, controller, listeners.
+//! Starting and stopping a broker: storage, metadata, listeners. `weir serve` runs one node with the
+//! controller in process; `weir broker` runs one broker of a cluster.
 //!
 //! Layout under `data_dir`: `wal/` (the file WAL) and, unless `object_store` names another store,
 //! `objects/` (the local object store holding the metadata log and the data objects).
@@ -11,18 +12,23 @@ use anyhow::Context;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
+use axum::routing::{get, post};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
-use weir_controller::{Controller, ControllerConfig};
+
+use weir_controller::{
+    Controller, ControllerConfig, RecoverWal, Registration, RemoteController, Role, RoleConfig,
+};
 use weir_storage::{Components, Storage};
 use weir_wal::{FileWal, ObjectWal, ObjectWalConfig, Wal};
 
 use crate::config::{ServeConfig, WalKind};
 use crate::connection;
+use crate::metadata::Metadata;
 use crate::node::Node;
 
 /// A running broker.
@@ -31,56 +37,95 @@ pub struct Server {
     node: Arc<Node>,
     kafka_addr: SocketAddr,
     admin_addr: SocketAddr,
+    rpc_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     accept: tokio::task::JoinHandle<JoinSet<()>>,
     admin: tokio::task::JoinHandle<()>,
     housekeeping: tokio::task::JoinHandle<()>,
+    /// Cluster tasks: metadata, membership, controller role, partition assignments.
+    cluster: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// The object store named by the settings, checked for create-only PUTs, metered.
+async fn open_object_store(config: &ServeConfig) -> anyhow::Result<Arc<dyn ObjectStore>> {
+    let url = match &config.object_store {
+        Some(url) => url.clone(),
+        None => {
+            let objects = std::path::absolute(config.data_dir.join("objects"))
+                .context("cannot resolve the data directory")?;
+            format!("file://{}", objects.display())
+        }
+    };
+    // A local store syncs each object: the uploader trims the WAL once objects are committed,
+    // so after a power loss they (and the metadata log) must be on disk, not in the page cache.
+    // Credentials come from the environment, never from the URL, so it can be logged.
+    let objects = weir_storage::open_store(&url)?;
+    weir_storage::check_conditional_create(objects.as_ref(), &url).await?;
+    tracing::info!(object_store = %url, "object store ready");
+    Ok(Arc::new(weir_storage::MeteredStore::new(objects)))
+}
+
+/// The file WAL's directory: `cluster.wal_dir`, else `data_dir/wal`.
+fn wal_dir(config: &ServeConfig) -> std::path::PathBuf {
+    config
+        .cluster
+        .wal_dir
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join("wal"))
+}
+
+/// This broker's WAL and what it recovered.
+async fn open_wal(
+    config: &ServeConfig,
+    store: &Arc<dyn ObjectStore>,
+) -> anyhow::Result<(Arc<dyn Wal>, weir_wal::Recovery)> {
+    Ok(match config.wal_kind {
+        WalKind::File => {
+            let dir = wal_dir(config);
+            let (wal, recovery) = FileWal::open(&dir, config.wal.clone())
+                .with_context(|| format!("cannot open the WAL in {}", dir.display()))?;
+            (Arc::new(wal), recovery)
+        }
+        WalKind::Object => {
+            let object_wal = ObjectWalConfig {
+                broker_id: u32::try_from(config.node_id).context("node_id must be >= 0")?,
+                ..config.object_wal.clone()
+            };
+            let (wal, recovery) = ObjectWal::open(store.clone(), object_wal)
+                .await
+                .context("cannot open the object WAL")?;
+            (Arc::new(wal), recovery)
+        }
+    })
+}
+
+/// Binds the Kafka listener and fills in the advertised address (the bound one by default: port 0
+/// means any free port).
+async fn bind_kafka(config: &mut ServeConfig) -> anyhow::Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let kafka_addr = listener.local_addr()?;
+    if config.advertised_listener.is_none() {
+        config.advertised_listener = Some(kafka_addr.to_string());
+    }
+    Ok((listener, kafka_addr))
 }
 
 impl Server {
-    /// Opens the data directory, recovers, and starts serving.
+    /// Opens the data directory, recovers, and starts serving (`weir serve`: one node, the
+    /// controller in process).
     pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
         config.validate()?;
         crate::metrics::install();
-        let wal_dir = config.data_dir.join("wal");
         std::fs::create_dir_all(&config.data_dir).with_context(|| {
             format!("cannot create data directory {}", config.data_dir.display())
         })?;
-        let url = match &config.object_store {
-            Some(url) => url.clone(),
-            None => {
-                let objects = std::path::absolute(config.data_dir.join("objects"))
-                    .context("cannot resolve the data directory")?;
-                format!("file://{}", objects.display())
-            }
-        };
-        // A local store syncs each object: the uploader trims the WAL once objects are committed,
-        // so after a power loss they (and the metadata log) must be on disk, not in the page cache.
-        // Credentials come from the environment, never from the URL, so it can be logged.
-        let objects = weir_storage::open_store(&url)?;
-        weir_storage::check_conditional_create(objects.as_ref(), &url).await?;
-        tracing::info!(object_store = %url, "object store ready");
-        let store: Arc<dyn ObjectStore> = Arc::new(weir_storage::MeteredStore::new(objects));
+        let store = open_object_store(&config).await?;
         let cluster_id = cluster_id(&store).await?;
         let controller =
             Arc::new(Controller::open(store.clone(), ControllerConfig::default()).await?);
-        let (wal, recovery): (Arc<dyn Wal>, _) = match config.wal_kind {
-            WalKind::File => {
-                let (wal, recovery) = FileWal::open(&wal_dir, config.wal.clone())
-                    .with_context(|| format!("cannot open the WAL in {}", wal_dir.display()))?;
-                (Arc::new(wal), recovery)
-            }
-            WalKind::Object => {
-                let object_wal = ObjectWalConfig {
-                    broker_id: u32::try_from(config.node_id).context("node_id must be >= 0")?,
-                    ..config.object_wal.clone()
-                };
-                let (wal, recovery) = ObjectWal::open(store.clone(), object_wal)
-                    .await
-                    .context("cannot open the object WAL")?;
-                (Arc::new(wal), recovery)
-            }
-        };
+        let (wal, recovery) = open_wal(&config, &store).await?;
         let storage = Storage::open(
             Components {
                 wal,
@@ -91,16 +136,29 @@ impl Server {
             config.storage.clone(),
         )
         .await?;
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
-        let kafka_addr = listener.local_addr()?;
         let mut config = config;
-        if config.advertised_listener.is_none() {
-            // The bound address, not the configured one: port 0 means "any free port".
-            config.advertised_listener = Some(kafka_addr.to_string());
-        }
-        let node = Arc::new(Node::new(config.clone(), controller, storage, cluster_id));
+        let (listener, kafka_addr) = bind_kafka(&mut config).await?;
+        // The one broker: registered, owning every partition (partitions made before brokers
+        // were recorded get it as owner too).
+        let (host, port) = config.advertised();
+        controller
+            .register_broker(Registration {
+                node_id: u32::try_from(config.node_id).context("node_id must be >= 1")?,
+                host,
+                port: u32::try_from(port).unwrap_or(0),
+                rpc: String::new(),
+                admin: config.admin_listen.to_string(),
+                controller: true,
+                wal: "file".into(),
+            })
+            .await?;
+        controller.assign_unowned().await?;
+        let node = Arc::new(Node::new(
+            config.clone(),
+            Metadata::Local(controller),
+            storage,
+            cluster_id,
+        ));
         node.open_all().await?;
         if node.topic(crate::group::OFFSETS_TOPIC).is_none() {
             // Compacted, as on Kafka: retention by time must never drop committed offsets.
@@ -114,12 +172,192 @@ impl Server {
         }
         let (offsets, groups) = node.groups.load(&node).await?;
         tracing::info!(offsets, groups, "committed offsets and groups loaded");
+        Self::serve(node, listener, kafka_addr, None, Vec::new(), None).await
+    }
 
+    /// Starts one broker of a cluster (`weir broker`): the metadata comes from the active controller
+    /// (this broker may become it), partitions open here as the controller assigns them.
+    pub async fn start_cluster(config: ServeConfig) -> anyhow::Result<Server> {
+        config.validate()?;
+        crate::metrics::install();
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!("cannot create data directory {}", config.data_dir.display())
+        })?;
+        let node_id = u32::try_from(config.node_id)
+            .ok()
+            .filter(|n| *n > 0)
+            .context("node_id must be at least 1")?;
+        let store = open_object_store(&config).await?;
+        let cluster_id = cluster_id(&store).await?;
+        let session = Duration::from_millis(config.cluster.session_timeout_ms.max(100));
+        let (stop, stopped) = watch::channel(false);
+        let mut tasks = Vec::new();
+
+        let remote = RemoteController::open(store.clone(), Duration::from_secs(30)).await?;
+        tasks.push(tokio::spawn(remote.clone().follow(stopped.clone())));
+
+        let rpc_listener = TcpListener::bind(config.cluster.rpc_listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (rpc)", config.cluster.rpc_listen))?;
+        let rpc_addr = rpc_listener.local_addr()?;
+        let rpc = format!(
+            "http://{}",
+            config
+                .cluster
+                .advertised_rpc
+                .clone()
+                .unwrap_or_else(|| rpc_addr.to_string())
+        );
+        let wal_name = match config.wal_kind {
+            WalKind::Object => "object".to_owned(),
+            WalKind::File => format!(
+                "file:{}",
+                std::path::absolute(wal_dir(&config))
+                    .context("cannot resolve the WAL directory")?
+                    .display()
+            ),
+        };
+        if config.cluster.controller {
+            let recover = recover_wal_fn(store.clone(), remote.clone(), &config);
+            let role = Role::new(
+                store.clone(),
+                RoleConfig {
+                    node_id,
+                    rpc: rpc.clone(),
+                    session_timeout: session,
+                    controller: ControllerConfig::default(),
+                    recover,
+                    gc_interval: Duration::from_millis(config.retention_check_interval_ms.max(1)),
+                    gc_grace_ms: config.object_delete_grace_ms,
+                },
+            );
+            let service = role.service();
+            let mut shutdown = stopped.clone();
+            tasks.push(tokio::spawn(async move {
+                let served = tonic::transport::Server::builder()
+                    .add_service(service)
+                    .serve_with_incoming_shutdown(
+                        tonic::transport::server::TcpIncoming::from(rpc_listener),
+                        async move {
+                            let _ = shutdown.changed().await;
+                        },
+                    )
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "controller rpc listener failed");
+                }
+            }));
+            tasks.push(tokio::spawn(
+                role.clone()
+                    .supervise(Duration::from_millis(500), stopped.clone()),
+            ));
+            tasks.push(tokio::spawn(campaign(
+                role,
+                remote.clone(),
+                session,
+                stopped.clone(),
+            )));
+        } else {
+            drop(rpc_listener);
+        }
+
+        let mut config = config;
+        let (listener, kafka_addr) = bind_kafka(&mut config).await?;
         let admin_listener = TcpListener::bind(config.admin_listen)
             .await
             .with_context(|| format!("cannot listen on {} (admin)", config.admin_listen))?;
+        let (host, port) = config.advertised();
+        let registration = Registration {
+            node_id,
+            host,
+            port: u32::try_from(port).unwrap_or(0),
+            rpc,
+            admin: admin_listener.local_addr()?.to_string(),
+            controller: config.cluster.controller,
+            wal: wal_name,
+        };
+        tasks.push(tokio::spawn(remote.clone().keep_registered(
+            registration,
+            Duration::from_millis(config.cluster.heartbeat_interval_ms.max(10)),
+            stopped.clone(),
+        )));
+        // Nothing can be served before the controller knows this broker.
+        let since = std::time::Instant::now();
+        while remote.broker_epoch().is_none() {
+            if since.elapsed() > Duration::from_secs(5) {
+                tracing::info!("waiting for a controller to register with");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let (wal, recovery) = open_wal(&config, &store).await?;
+        let storage = Storage::open(
+            Components {
+                wal,
+                recovery,
+                store,
+                metadata: Arc::new(remote.clone()),
+            },
+            config.storage.clone(),
+        )
+        .await?;
+        let node = Arc::new(Node::new(
+            config.clone(),
+            Metadata::Remote(remote),
+            storage,
+            cluster_id,
+        ));
+        if node.topic(crate::group::OFFSETS_TOPIC).is_none() {
+            let configs = [("cleanup.policy".to_owned(), "compact".to_owned())].into();
+            let created = node
+                .controller
+                .create_topic(
+                    crate::group::OFFSETS_TOPIC,
+                    node.config.offsets_topic_partitions,
+                    configs,
+                )
+                .await;
+            match created {
+                Ok(_) | Err(weir_controller::ControllerError::TopicExists(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        crate::cluster::reconcile(&node).await;
+        tasks.push(tokio::spawn(crate::cluster::follow_assignments(
+            node.clone(),
+            stopped.clone(),
+        )));
+        Self::serve(
+            node,
+            listener,
+            kafka_addr,
+            Some(rpc_addr),
+            tasks,
+            Some((stop, stopped, admin_listener)),
+        )
+        .await
+    }
+
+    /// Starts the admin listener, housekeeping and the Kafka accept loop.
+    async fn serve(
+        node: Arc<Node>,
+        listener: TcpListener,
+        kafka_addr: SocketAddr,
+        rpc_addr: Option<SocketAddr>,
+        cluster: Vec<tokio::task::JoinHandle<()>>,
+        started: Option<(watch::Sender<bool>, watch::Receiver<bool>, TcpListener)>,
+    ) -> anyhow::Result<Server> {
+        let config = &node.config;
+        let (stop, stopped, admin_listener) = match started {
+            Some(started) => started,
+            None => {
+                let admin = TcpListener::bind(config.admin_listen)
+                    .await
+                    .with_context(|| format!("cannot listen on {} (admin)", config.admin_listen))?;
+                let (stop, stopped) = watch::channel(false);
+                (stop, stopped, admin)
+            }
+        };
         let admin_addr = admin_listener.local_addr()?;
-        let (stop, stopped) = watch::channel(false);
         let ready = Arc::new(AtomicBool::new(true));
         let admin = tokio::spawn(serve_admin(
             admin_listener,
@@ -131,16 +369,44 @@ impl Server {
         ));
         let housekeeping = tokio::spawn(crate::retention::run(node.clone(), stopped.clone()));
         let accept = tokio::spawn(accept_loop(listener, node.clone(), stopped));
-        tracing::info!(%kafka_addr, %admin_addr, data_dir = %config.data_dir.display(), "weir serving");
+        tracing::info!(%kafka_addr, %admin_addr, ?rpc_addr, data_dir = %config.data_dir.display(), "weir serving");
         Ok(Server {
             node,
             kafka_addr,
             admin_addr,
+            rpc_addr,
             stop,
             accept,
             admin,
             housekeeping,
+            cluster,
         })
+    }
+
+    /// Moves every partition off this broker and waits (up to 30 s) until the others own them.
+    async fn hand_over(&self) {
+        let Ok(me) = u32::try_from(self.node.config.node_id) else {
+            return;
+        };
+        if let Err(e) = self.node.controller.drain(me).await {
+            tracing::warn!(error = %e, "cannot hand partitions over before stopping");
+            return;
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            let held = self.node.controller.read(|s| {
+                s.streams
+                    .values()
+                    .filter(|st| st.owner == me || st.target == me)
+                    .count()
+            });
+            if held == 0 {
+                tracing::info!("every partition handed over");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tracing::warn!("partitions still here after 30 s; stopping anyway");
     }
 
     /// Where the Kafka listener is bound.
@@ -153,19 +419,32 @@ impl Server {
         self.admin_addr
     }
 
+    /// Where the cluster gRPC listener is bound (`weir broker` only).
+    pub fn rpc_addr(&self) -> Option<SocketAddr> {
+        self.rpc_addr
+    }
+
     /// The node, for tests and embedding.
     pub fn node(&self) -> &Arc<Node> {
         &self.node
     }
 
-    /// Graceful stop: no new connections, open ones closed, everything acknowledged uploaded.
+    /// Graceful stop: a cluster broker first hands its partitions to the others (a drain: no data
+    /// moves, each takes about a second), then no new connections, open ones closed, everything
+    /// acknowledged uploaded.
     pub async fn shutdown(self) -> anyhow::Result<()> {
+        if self.node.controller.is_cluster() {
+            self.hand_over().await;
+        }
         let _ = self.stop.send(true);
         if let Ok(mut connections) = self.accept.await {
             connections.shutdown().await;
         }
         let _ = self.admin.await;
         let _ = self.housekeeping.await;
+        for task in self.cluster {
+            let _ = task.await;
+        }
         self.node.storage.flush().await?;
         match Arc::try_unwrap(self.node) {
             Ok(node) => node.storage.shutdown().await?,
@@ -262,11 +541,17 @@ async fn metrics_page(
 }
 
 async fn serve_admin(listener: TcpListener, state: AdminState, mut stop: watch::Receiver<bool>) {
+    let cluster = Router::new()
+        .route("/v1/cluster", get(crate::admin::get_cluster))
+        .route("/v1/cluster/reassign", post(crate::admin::reassign))
+        .route("/v1/cluster/drain", post(crate::admin::drain))
+        .with_state(state.node.clone());
     let app = Router::new()
         .route("/health/ready", get(ready))
         .route("/health/live", get(|| async { "live\n" }))
         .route("/metrics", get(metrics_page))
-        .with_state(state);
+        .with_state(state)
+        .merge(cluster);
     let shutdown = async move {
         let _ = stop.changed().await;
     };
@@ -276,4 +561,105 @@ async fn serve_admin(listener: TcpListener, state: AdminState, mut stop: watch::
     {
         tracing::error!(error = %e, "admin listener failed");
     }
+}
+
+/// The controller role's campaign: try to become the active controller when the metadata names
+/// none, or names one not heard from for the session timeout. The election itself (the create-only
+/// log append) makes sure only one candidate wins.
+async fn campaign(
+    role: Arc<Role>,
+    remote: RemoteController,
+    session: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let started = std::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            () = tokio::time::sleep(Duration::from_millis(300)) => {}
+        }
+        if role.active().is_some() {
+            continue;
+        }
+        let known = remote.read(|s| s.controller.clone());
+        let replacing = match &known {
+            None => None,
+            Some(a) => {
+                let silent = remote
+                    .controller_silence()
+                    .map_or(started.elapsed() > session, |d| d > session);
+                if !silent {
+                    continue;
+                }
+                Some(a.term)
+            }
+        };
+        match role.try_elect(replacing).await {
+            Ok(true) => {}
+            Ok(false) => tracing::debug!("another broker became the controller"),
+            Err(e) => tracing::warn!(error = %e, "controller election failed; retrying"),
+        }
+    }
+}
+
+/// How the active controller recovers a fenced broker's WAL: opens it (the object WAL from the
+/// bucket, fencing the dead writer's epoch; a file WAL only if its directory is reachable from
+/// here), and lets the storage layer replay it: what the objects lack is uploaded and committed
+/// under the dead broker's epochs, which nobody has bumped yet.
+fn recover_wal_fn(
+    store: Arc<dyn ObjectStore>,
+    remote: RemoteController,
+    config: &ServeConfig,
+) -> RecoverWal {
+    let storage_config = config.storage.clone();
+    let object_wal = config.object_wal.clone();
+    let file_wal = config.wal.clone();
+    Arc::new(move |node: u32, wal: String| {
+        let store = store.clone();
+        let remote = remote.clone();
+        let storage_config = storage_config.clone();
+        let object_wal = object_wal.clone();
+        let file_wal = file_wal.clone();
+        Box::pin(async move {
+            let (wal, recovery): (Arc<dyn Wal>, _) = if wal == "object" {
+                let config = ObjectWalConfig {
+                    broker_id: node,
+                    ..object_wal
+                };
+                let (wal, recovery) = ObjectWal::open(store.clone(), config)
+                    .await
+                    .map_err(|e| format!("object WAL of broker {node}: {e}"))?;
+                (Arc::new(wal), recovery)
+            } else if let Some(dir) = wal.strip_prefix("file:") {
+                if !std::path::Path::new(dir).is_dir() {
+                    return Err(format!(
+                        "file WAL {dir} of broker {node} is not reachable here"
+                    ));
+                }
+                let (wal, recovery) = FileWal::open(std::path::Path::new(dir), file_wal)
+                    .map_err(|e| format!("file WAL {dir} of broker {node}: {e}"))?;
+                (Arc::new(wal), recovery)
+            } else {
+                return Err(format!("broker {node} has an unknown WAL {wal:?}"));
+            };
+            let records = recovery.records.len();
+            let storage = Storage::open(
+                Components {
+                    wal,
+                    recovery,
+                    store,
+                    metadata: Arc::new(remote),
+                },
+                storage_config,
+            )
+            .await
+            .map_err(|e| format!("replaying the WAL of broker {node}: {e}"))?;
+            storage
+                .shutdown()
+                .await
+                .map_err(|e| format!("closing the recovered WAL of broker {node}: {e}"))?;
+            tracing::info!(node, records, "fenced broker's WAL recovered into objects");
+            Ok(())
+        })
+    })
 }

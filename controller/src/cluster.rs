@@ -60,17 +60,22 @@ impl State {
         load
     }
 
-    /// Owners for `n` new streams: the least loaded live brokers, in turn (none if no broker lives).
+    /// Owners for `n` new streams of one topic (none if no broker lives): spread evenly over the
+    /// live brokers, as Kafka spreads a topic's partitions, the least loaded first.
     pub fn place(&self, n: usize) -> Vec<u32> {
         let mut load = self.load();
+        let mut here: BTreeMap<u32, usize> = BTreeMap::new();
         (0..n)
             .map(|_| {
                 let least = load
                     .iter()
-                    .min_by_key(|(node, count)| (**count, **node))
+                    .min_by_key(|(node, count)| {
+                        (here.get(*node).copied().unwrap_or(0), **count, **node)
+                    })
                     .map(|(node, _)| *node);
                 if let Some(node) = least {
                     *load.entry(node).or_default() += 1;
+                    *here.entry(node).or_default() += 1;
                 }
                 least.unwrap_or(0)
             })

@@ -43,6 +43,10 @@ pub struct RoleConfig {
     pub controller: ControllerConfig,
     /// How fenced brokers' WALs are recovered.
     pub recover: RecoverWal,
+    /// How often the active controller collects garbage objects (`controller/src/gc.rs`).
+    pub gc_interval: Duration,
+    /// How long an object stays after nothing references it (reads under way finish).
+    pub gc_grace_ms: u64,
 }
 
 impl std::fmt::Debug for RoleConfig {
@@ -63,6 +67,8 @@ pub struct Role {
     active: RwLock<Option<Arc<Controller>>>,
     /// When each broker was last heard from (only meaningful while active).
     heartbeats: Mutex<HashMap<u32, Instant>>,
+    /// When garbage was last collected.
+    last_gc: Mutex<Option<Instant>>,
 }
 
 impl Role {
@@ -73,6 +79,7 @@ impl Role {
             store,
             active: RwLock::new(None),
             heartbeats: Mutex::new(HashMap::new()),
+            last_gc: Mutex::new(None),
         })
     }
 
@@ -108,13 +115,22 @@ impl Role {
         pb::controller_server::ControllerServer::new(Service { role: self.clone() })
     }
 
-    /// Tries to become the active controller; `Ok(true)` if this broker won the election.
-    pub async fn try_elect(&self) -> Result<bool, ControllerError> {
+    /// Tries to become the active controller in place of the one elected at term `replacing`
+    /// (`None`: no controller was known); `Ok(true)` if this broker won the election. Gives up if
+    /// the log shows another election since: that controller is new, not silent.
+    pub async fn try_elect(&self, replacing: Option<u64>) -> Result<bool, ControllerError> {
         if self.active().is_some() {
             return Ok(true);
         }
         let controller =
             Controller::open(self.store.clone(), self.config.controller.clone()).await?;
+        let current = controller.read(|s| s.controller.as_ref().map(|a| (a.node_id, a.term)));
+        if let Some((node, term)) = current
+            && node != self.config.node_id
+            && Some(term) != replacing
+        {
+            return Ok(false);
+        }
         match controller
             .elect(self.config.node_id, &self.config.rpc)
             .await
@@ -216,6 +232,20 @@ impl Role {
             }
         }
         c.assign_unowned().await?;
+        let gc_due = {
+            let mut last = self.last_gc.lock().unwrap_or_else(PoisonError::into_inner);
+            let due = last.is_none_or(|t| t.elapsed() >= self.config.gc_interval);
+            if due {
+                *last = Some(Instant::now());
+            }
+            due
+        };
+        if gc_due {
+            let report = c.collect_garbage(self.config.gc_grace_ms).await?;
+            if report.deleted_dropped + report.deleted_unnamed > 0 {
+                tracing::info!(?report, "objects deleted");
+            }
+        }
         Ok(())
     }
 

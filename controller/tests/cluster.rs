@@ -43,6 +43,8 @@ async fn controller_node(store: &Arc<dyn ObjectStore>, node_id: u32) -> Node {
                 log.lock().unwrap().push((node, wal));
                 Box::pin(async { Ok(()) })
             }),
+            gc_interval: Duration::from_secs(3600),
+            gc_grace_ms: 60_000,
         },
     );
     let (stop, stopped) = watch::channel(false);
@@ -110,7 +112,7 @@ async fn brokers_join_partitions_move_and_a_silent_broker_is_replaced() {
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let c1 = controller_node(&store, 1).await;
     assert!(
-        c1.role.try_elect().await.unwrap(),
+        c1.role.try_elect(None).await.unwrap(),
         "the first candidate wins"
     );
     let brokers = [
@@ -189,7 +191,11 @@ async fn brokers_join_partitions_move_and_a_silent_broker_is_replaced() {
     // A second controller takes over; the first can commit nothing any more and steps down.
     let c2 = controller_node(&store, 2).await;
     let deposed = c1.role.active().unwrap();
-    assert!(c2.role.try_elect().await.unwrap());
+    assert!(
+        !c2.role.try_elect(Some(0)).await.unwrap(),
+        "a candidate that did not see the current election gives up"
+    );
+    assert!(c2.role.try_elect(Some(1)).await.unwrap());
     assert!(matches!(
         deposed.create_topic("never", 1, Default::default()).await,
         Err(ControllerError::LostLeadership { .. })

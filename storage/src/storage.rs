@@ -205,6 +205,32 @@ impl Storage {
         Ok(())
     }
 
+    /// Drops a stream another owner has taken (its epoch was bumped): nothing more is appended or
+    /// uploaded here. What this broker acknowledged and did not upload is in its WAL, which the new
+    /// owner's side recovered before taking over (DESIGN.md 6, failover).
+    pub fn abandon_stream(&self, id: StreamId) {
+        if let Some(shared) = self.inner.streams_lock().remove(&id) {
+            let mut state = shared.lock();
+            let cached: u64 = state
+                .entries
+                .iter()
+                .map(|e| e.batch.payload.len() as u64)
+                .sum();
+            let unuploaded: u64 = state
+                .entries
+                .iter()
+                .filter(|e| !e.uploaded)
+                .map(|e| e.batch.payload.len() as u64)
+                .sum();
+            state.entries.clear();
+            state.status =
+                crate::stream::Status::Fenced("abandoned: another broker owns it".into());
+            self.inner.cached_bytes.fetch_sub(cached, Ordering::Relaxed);
+            self.inner.release_unuploaded(unuploaded);
+            tracing::warn!(stream = %id, "stream abandoned: another broker owns it now");
+        }
+    }
+
     /// One compaction pass (see `compactor.rs`): rewrites small stream set objects into fewer ones.
     pub async fn compact(&self) -> Result<crate::CompactionReport, StorageError> {
         self.inner.compact().await

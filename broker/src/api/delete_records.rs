@@ -30,8 +30,12 @@ pub(super) async fn handle(node: &Node, request: DeleteRecordsRequest) -> Delete
                 .as_ref()
                 .and_then(|t| node.partition(t, p.partition_index));
             let Some(partition) = partition else {
-                partitions
-                    .push(result.with_error_code(ResponseError::UnknownTopicOrPartition.code()));
+                let code = known
+                    .as_ref()
+                    .map_or(ResponseError::UnknownTopicOrPartition.code(), |t| {
+                        node.not_here(t, p.partition_index)
+                    });
+                partitions.push(result.with_error_code(code));
                 continue;
             };
             if compacted {

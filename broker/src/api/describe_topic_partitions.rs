@@ -43,7 +43,6 @@ pub(super) fn handle(
         .ok()
         .filter(|l| *l > 0)
         .unwrap_or(2000);
-    let me = BrokerId(node.config.node_id);
     let mut topics = Vec::new();
     let mut next_cursor = None;
     for name in names {
@@ -71,13 +70,14 @@ pub(super) fn handle(
                 break;
             }
             budget -= 1;
+            let leader = BrokerId(node.leader_of(*stream).unwrap_or(-1));
             partitions.push(
                 DescribeTopicPartitionsResponsePartition::default()
                     .with_partition_index(index)
-                    .with_leader_id(me)
+                    .with_leader_id(leader)
                     .with_leader_epoch(node.leader_epoch(*stream))
-                    .with_replica_nodes(vec![me])
-                    .with_isr_nodes(vec![me])
+                    .with_replica_nodes(vec![leader])
+                    .with_isr_nodes(vec![leader])
                     .with_eligible_leader_replicas(Some(vec![]))
                     .with_last_known_elr(Some(vec![])),
             );

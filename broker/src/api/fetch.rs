@@ -6,8 +6,11 @@ use bytes::{Bytes, BytesMut};
 use futures::future::select_all;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_request::FetchTopic;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::messages::fetch_response::{
+    FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
+};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
 use tokio::sync::watch;
 use weir_common::Offset;
 
@@ -38,7 +41,7 @@ pub(super) async fn handle(node: &Node, request: FetchRequest, version: i16) -> 
         for p in &topic.partitions {
             let partition = resolved.clone().and_then(|tp| {
                 node.partition(&tp, p.partition)
-                    .ok_or(ResponseError::UnknownTopicOrPartition.code())
+                    .ok_or_else(|| node.not_here(&tp, p.partition))
             });
             targets.push(Target {
                 topic: t,
@@ -89,12 +92,54 @@ pub(super) async fn handle(node: &Node, request: FetchRequest, version: i16) -> 
                 .with_topic_id(t.topic_id)
         })
         .collect();
-    for (target, data) in targets.iter().zip(results) {
+    let mut leaders = std::collections::BTreeSet::new();
+    for (target, mut data) in targets.iter().zip(results) {
+        // KIP-951: a partition led elsewhere answers with its leader (v12+), whose address comes
+        // along (v16+).
+        if version >= 12
+            && data.error_code == ResponseError::NotLeaderOrFollower.code()
+            && let Some((leader, epoch)) =
+                leader_hint(node, &topics[target.topic], version, target.index)
+        {
+            data.current_leader = LeaderIdAndEpoch::default()
+                .with_leader_id(BrokerId(leader))
+                .with_leader_epoch(epoch);
+            leaders.insert(leader);
+        }
         responses[target.topic].partitions.push(data);
     }
+    let endpoints: Vec<NodeEndpoint> = if version >= 16 {
+        leaders
+            .into_iter()
+            .filter_map(|id| {
+                let (host, port) = node.broker_address(id)?;
+                Some(
+                    NodeEndpoint::default()
+                        .with_node_id(BrokerId(id))
+                        .with_host(StrBytes::from_string(host))
+                        .with_port(port),
+                )
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     FetchResponse::default()
         .with_session_id(0)
         .with_responses(responses)
+        .with_node_endpoints(endpoints)
+}
+
+/// The leader and leader epoch of a partition led by another broker.
+fn leader_hint(node: &Node, topic: &FetchTopic, version: i16, index: i32) -> Option<(i32, i32)> {
+    let found = if version >= 13 {
+        node.topic_by_id(topic.topic_id)
+    } else {
+        node.topic(&topic.topic.0)
+    }?;
+    let stream = *found.partitions.get(usize::try_from(index).ok()?)?;
+    let leader = node.leader_of(stream)?;
+    (leader != node.config.node_id).then(|| (leader, node.leader_epoch(stream)))
 }
 
 async fn read_all(targets: &[Target], max_bytes: usize) -> Vec<PartitionData> {

@@ -27,23 +27,47 @@ pub(super) fn find_coordinator(
     request: FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
-    let (host, port) = node.config.advertised();
-    let me = BrokerId(node.config.node_id);
+    // The group's coordinator leads its `__consumer_offsets` partition (key type 0 is a group; other
+    // key types, transactional ids, are not coordinated yet: this node answers).
+    let find = |key: &str, key_type: i8| -> Result<(i32, String, i32), i16> {
+        let node_id = if key_type == 0 {
+            node.coordinator_of(key).ok_or(UNAVAILABLE)?
+        } else {
+            node.config.node_id
+        };
+        let (host, port) = node.broker_address(node_id).ok_or(UNAVAILABLE)?;
+        Ok((node_id, host, port))
+    };
     if version < 4 {
-        return FindCoordinatorResponse::default()
-            .with_node_id(me)
-            .with_host(s(&host))
-            .with_port(port);
+        let key = request.key.to_string();
+        return match find(&key, request.key_type) {
+            Ok((id, host, port)) => FindCoordinatorResponse::default()
+                .with_node_id(BrokerId(id))
+                .with_host(s(&host))
+                .with_port(port),
+            Err(code) => FindCoordinatorResponse::default()
+                .with_error_code(code)
+                .with_node_id(BrokerId(-1))
+                .with_port(-1),
+        };
     }
+    let key_type = request.key_type;
     let coordinators = request
         .coordinator_keys
         .into_iter()
         .map(|key| {
-            Coordinator::default()
-                .with_key(key)
-                .with_node_id(me)
-                .with_host(s(&host))
-                .with_port(port)
+            let found = find(&key, key_type);
+            let answer = Coordinator::default().with_key(key);
+            match found {
+                Ok((id, host, port)) => answer
+                    .with_node_id(BrokerId(id))
+                    .with_host(s(&host))
+                    .with_port(port),
+                Err(code) => answer
+                    .with_error_code(code)
+                    .with_node_id(BrokerId(-1))
+                    .with_port(-1),
+            }
         })
         .collect();
     FindCoordinatorResponse::default().with_coordinators(coordinators)

@@ -37,8 +37,12 @@ pub(super) async fn handle(
                 .as_ref()
                 .and_then(|t| node.partition(t, p.partition_index));
             let Some(partition) = partition else {
-                partitions
-                    .push(response.with_error_code(ResponseError::UnknownTopicOrPartition.code()));
+                let code = found
+                    .as_ref()
+                    .map_or(ResponseError::UnknownTopicOrPartition.code(), |t| {
+                        node.not_here(t, p.partition_index)
+                    });
+                partitions.push(response.with_error_code(code));
                 continue;
             };
             // The field exists from v4 on; the codec refuses a non-default value before.

@@ -1,5 +1,6 @@
-//! Metadata: this node as the only broker, every partition led by it, with topic ids and leader
-//! epochs; unknown topics are created when the client allows it and the broker is configured to.
+//! Metadata: the live brokers and each partition's leader (the owner, or the target of a move under
+//! way: DESIGN.md 6, metadata always names a leader) with topic ids and leader epochs; unknown
+//! topics are created when the client allows it and the broker is configured to.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::metadata_response::{
@@ -42,17 +43,20 @@ pub(super) async fn handle(
             out
         }
     };
-    let (host, port) = node.config.advertised();
-    let me = BrokerId(node.config.node_id);
-    MetadataResponse::default()
-        .with_brokers(vec![
+    let brokers = node
+        .brokers()
+        .into_iter()
+        .map(|(id, host, port)| {
             MetadataResponseBroker::default()
-                .with_node_id(me)
+                .with_node_id(BrokerId(id))
                 .with_host(StrBytes::from_string(host))
-                .with_port(port),
-        ])
+                .with_port(port)
+        })
+        .collect();
+    MetadataResponse::default()
+        .with_brokers(brokers)
         .with_cluster_id(Some(StrBytes::from_string(node.cluster_id.clone())))
-        .with_controller_id(me)
+        .with_controller_id(BrokerId(node.controller_id()))
         .with_topics(topics)
 }
 
@@ -96,18 +100,24 @@ async fn lookup(
 }
 
 fn describe(node: &Node, topic: &Topic) -> MetadataResponseTopic {
-    let me = BrokerId(node.config.node_id);
     let partitions = topic
         .partitions
         .iter()
         .enumerate()
         .map(|(index, stream)| {
-            MetadataResponsePartition::default()
+            let partition = MetadataResponsePartition::default()
                 .with_partition_index(i32::try_from(index).unwrap_or(i32::MAX))
-                .with_leader_id(me)
-                .with_leader_epoch(node.leader_epoch(*stream))
-                .with_replica_nodes(vec![me])
-                .with_isr_nodes(vec![me])
+                .with_leader_epoch(node.leader_epoch(*stream));
+            match node.leader_of(*stream) {
+                Some(leader) => partition
+                    .with_leader_id(BrokerId(leader))
+                    .with_replica_nodes(vec![BrokerId(leader)])
+                    .with_isr_nodes(vec![BrokerId(leader)]),
+                // Not placed yet (no live broker): clients retry.
+                None => partition
+                    .with_error_code(ResponseError::LeaderNotAvailable.code())
+                    .with_leader_id(BrokerId(-1)),
+            }
         })
         .collect();
     MetadataResponseTopic::default()

@@ -17,6 +17,7 @@ mod metadata;
 mod offset_for_leader_epoch;
 mod offsets;
 mod produce;
+mod reassignments;
 
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
 use kafka_protocol::protocol::{Message, VersionRange};
@@ -86,6 +87,14 @@ pub(crate) fn supported() -> Vec<(ApiKey, VersionRange)> {
         (
             ApiKey::DescribeTopicPartitions,
             DescribeTopicPartitionsRequest::VERSIONS,
+        ),
+        (
+            ApiKey::AlterPartitionReassignments,
+            AlterPartitionReassignmentsRequest::VERSIONS,
+        ),
+        (
+            ApiKey::ListPartitionReassignments,
+            ListPartitionReassignmentsRequest::VERSIONS,
         ),
     ]
 }
@@ -194,6 +203,12 @@ pub(crate) async fn handle(
         }
         RequestKind::ListOffsets(r) => {
             ResponseKind::ListOffsets(list_offsets::handle(node, r, version).await)
+        }
+        RequestKind::AlterPartitionReassignments(r) => {
+            ResponseKind::AlterPartitionReassignments(reassignments::alter(node, r).await)
+        }
+        RequestKind::ListPartitionReassignments(r) => {
+            ResponseKind::ListPartitionReassignments(reassignments::list(node, r))
         }
         other => {
             // The connection only decodes what `supported` lists.

@@ -28,8 +28,12 @@ pub(super) fn handle(
                         Some((stream, node.partition(tp, p.partition)?))
                     });
                     let Some((stream, partition)) = found else {
-                        return result
-                            .with_error_code(ResponseError::UnknownTopicOrPartition.code());
+                        let code = topic
+                            .as_ref()
+                            .map_or(ResponseError::UnknownTopicOrPartition.code(), |tp| {
+                                node.not_here(tp, p.partition)
+                            });
+                        return result.with_error_code(code);
                     };
                     if p.current_leader_epoch >= 0
                         && p.current_leader_epoch != partition.leader_epoch

@@ -10,9 +10,11 @@
 
 use futures::future::{BoxFuture, join_all};
 use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::BrokerId;
 use kafka_protocol::messages::produce_request::PartitionProduceData;
 use kafka_protocol::messages::produce_response::{
-    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+    BatchIndexAndErrorMessage, LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse,
+    TopicProduceResponse,
 };
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
@@ -30,6 +32,7 @@ pub(crate) type Pending = BoxFuture<'static, ProduceResponse>;
 /// Validates and queues every batch of the request, in order; returns the wait for durability.
 pub(super) async fn start(node: &Node, request: ProduceRequest, version: i16) -> Pending {
     let mut topics = Vec::with_capacity(request.topic_data.len());
+    let mut leaders = std::collections::BTreeSet::new();
     for data in request.topic_data {
         let topic = if version >= 13 {
             node.topic_by_id(data.topic_id)
@@ -43,10 +46,35 @@ pub(super) async fn start(node: &Node, request: ProduceRequest, version: i16) ->
         };
         let mut partitions = Vec::with_capacity(data.partition_data.len());
         for p in data.partition_data {
-            partitions.push(enqueue(node, topic.as_ref(), p, unknown.code()).await);
+            let mut queued = enqueue(node, topic.as_ref(), p, unknown.code()).await;
+            // KIP-951: a partition led elsewhere answers with its leader, so the client need not
+            // wait for a metadata refresh.
+            if version >= 10
+                && let (Queued::Refused(response), Some(topic)) = (&mut queued, topic.as_ref())
+                && response.error_code == ResponseError::NotLeaderOrFollower.code()
+                && let Some((leader, epoch)) = leader_hint(node, topic, response.index)
+            {
+                response.current_leader = LeaderIdAndEpoch::default()
+                    .with_leader_id(BrokerId(leader))
+                    .with_leader_epoch(epoch);
+                leaders.insert(leader);
+            }
+            partitions.push(queued);
         }
         topics.push((data.name, data.topic_id, partitions));
     }
+    let endpoints: Vec<NodeEndpoint> = leaders
+        .into_iter()
+        .filter_map(|id| {
+            let (host, port) = node.broker_address(id)?;
+            Some(
+                NodeEndpoint::default()
+                    .with_node_id(BrokerId(id))
+                    .with_host(StrBytes::from_string(host))
+                    .with_port(port),
+            )
+        })
+        .collect();
     Box::pin(async move {
         let mut responses = Vec::with_capacity(topics.len());
         for (name, topic_id, partitions) in topics {
@@ -58,8 +86,17 @@ pub(super) async fn start(node: &Node, request: ProduceRequest, version: i16) ->
                     .with_partition_responses(partitions),
             );
         }
-        ProduceResponse::default().with_responses(responses)
+        ProduceResponse::default()
+            .with_responses(responses)
+            .with_node_endpoints(endpoints)
     })
+}
+
+/// The leader and leader epoch of a partition led by another broker.
+fn leader_hint(node: &Node, topic: &Topic, index: i32) -> Option<(i32, i32)> {
+    let stream = *topic.partitions.get(usize::try_from(index).ok()?)?;
+    let leader = node.leader_of(stream)?;
+    (leader != node.config.node_id).then(|| (leader, node.leader_epoch(stream)))
 }
 
 /// One partition's part of a request after the first step.
@@ -171,9 +208,7 @@ async fn enqueue(
         return Queued::Refused(response.with_error_code(unknown_topic));
     };
     let Some(partition) = node.partition(topic, data.index) else {
-        return Queued::Refused(
-            response.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
-        );
+        return Queued::Refused(response.with_error_code(node.not_here(topic, data.index)));
     };
     let records = data.records.unwrap_or_default();
     let summary = match batch::validate(&records, max_message_bytes(node, topic)) {

@@ -313,42 +313,62 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Rebuilds committed offsets and groups from `__consumer_offsets` (at start-up). Returns the
-    /// number of offsets and of groups restored.
+    /// Rebuilds committed offsets and groups from the `__consumer_offsets` partitions open here (at
+    /// start-up). Returns the number of offsets and of groups restored.
     pub async fn load(&self, node: &Node) -> Result<(usize, usize), weir_storage::StorageError> {
         let Some(topic) = node.topic(OFFSETS_TOPIC) else {
             return Ok((0, 0));
         };
-        let mut groups: HashMap<String, Option<GroupValue>> = HashMap::new();
+        let mut total = (0, 0);
         for index in 0..topic.partitions.len() {
-            let Some(partition) = node.partition(&topic, i32::try_from(index).unwrap_or(0)) else {
-                continue;
-            };
-            let stream = &partition.stream;
-            let end = stream.high_watermark();
-            let mut next = stream.start_offset();
-            while next < end {
-                let batches = stream.read(next, 1 << 20).await?;
-                let Some(last) = batches.last() else { break };
-                next = last.end_offset();
-                for stored in batches {
-                    let mut payload = stored.payload.clone();
-                    let Ok(sets) = RecordBatchDecoder::decode_all(&mut payload) else {
-                        tracing::warn!(offset = %stored.base_offset, "undecodable batch in __consumer_offsets skipped");
-                        continue;
-                    };
-                    for record in sets.iter().flat_map(|s| &s.records) {
-                        self.apply(record, &mut groups);
-                    }
+            let (offsets, groups) = self
+                .load_partition(node, i32::try_from(index).unwrap_or(0))
+                .await?;
+            total = (total.0 + offsets, total.1 + groups);
+        }
+        Ok(total)
+    }
+
+    /// Rebuilds the offsets and groups of one `__consumer_offsets` partition, once it is open here
+    /// (at start-up, or after it moved here): this broker coordinates those groups from now on.
+    pub async fn load_partition(
+        &self,
+        node: &Node,
+        index: i32,
+    ) -> Result<(usize, usize), weir_storage::StorageError> {
+        let Some(topic) = node.topic(OFFSETS_TOPIC) else {
+            return Ok((0, 0));
+        };
+        let Some(partition) = node.partition(&topic, index) else {
+            return Ok((0, 0));
+        };
+        let mut groups: HashMap<String, Option<GroupValue>> = HashMap::new();
+        let stream = &partition.stream;
+        let end = stream.high_watermark();
+        let mut next = stream.start_offset();
+        while next < end {
+            let batches = stream.read(next, 1 << 20).await?;
+            let Some(last) = batches.last() else { break };
+            next = last.end_offset();
+            for stored in batches {
+                let mut payload = stored.payload.clone();
+                let Ok(sets) = RecordBatchDecoder::decode_all(&mut payload) else {
+                    tracing::warn!(offset = %stored.base_offset, "undecodable batch in __consumer_offsets skipped");
+                    continue;
+                };
+                for record in sets.iter().flat_map(|s| &s.records) {
+                    self.apply(record, &mut groups);
                 }
             }
         }
+        let partitions = topic.partitions.len();
         let offsets = self
             .offsets
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .map(BTreeMap::len)
+            .iter()
+            .filter(|(group, _)| partition_for(group, partitions) == index)
+            .map(|(_, committed)| committed.len())
             .sum();
         let mut restored = 0;
         for (id, value) in groups {
@@ -360,6 +380,19 @@ impl Coordinator {
             }
         }
         Ok((offsets, restored))
+    }
+
+    /// Forgets the groups of a `__consumer_offsets` partition that moved away: their actors stop
+    /// and their offsets are dropped from memory (the new owner rebuilds them from the partition).
+    pub fn unload_partition(&self, index: i32, partitions: usize) {
+        self.groups
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|group, _| partition_for(group, partitions) != index);
+        self.offsets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|group, _| partition_for(group, partitions) != index);
     }
 
     fn apply(&self, record: &Record, groups: &mut HashMap<String, Option<GroupValue>>) {
