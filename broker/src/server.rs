@@ -44,6 +44,8 @@ pub struct Server {
     housekeeping: tokio::task::JoinHandle<()>,
     /// Cluster tasks: metadata, membership, controller role, partition assignments.
     cluster: Vec<tokio::task::JoinHandle<()>>,
+    /// Stops the cluster tasks (after serving has stopped and storage is flushed).
+    cluster_stop: Option<watch::Sender<bool>>,
 }
 
 /// The object store named by the settings, checked for create-only PUTs, metered.
@@ -190,7 +192,9 @@ impl Server {
         let store = open_object_store(&config).await?;
         let cluster_id = cluster_id(&store).await?;
         let session = Duration::from_millis(config.cluster.session_timeout_ms.max(100));
-        let (stop, stopped) = watch::channel(false);
+        // Cluster tasks stop after serving has stopped and storage is flushed (a flush needs the
+        // controller, which may be this very broker).
+        let (cluster_stop, stopped) = watch::channel(false);
         let mut tasks = Vec::new();
 
         let remote = RemoteController::open(store.clone(), Duration::from_secs(30)).await?;
@@ -233,6 +237,7 @@ impl Server {
             );
             let service = role.service();
             let mut shutdown = stopped.clone();
+            let resigning = role.clone();
             tasks.push(tokio::spawn(async move {
                 let served = tonic::transport::Server::builder()
                     .add_service(service)
@@ -240,6 +245,8 @@ impl Server {
                         tonic::transport::server::TcpIncoming::from(rpc_listener),
                         async move {
                             let _ = shutdown.changed().await;
+                            // Ends the watchers' streams, which a graceful stop waits for.
+                            resigning.resign();
                         },
                     )
                     .await;
@@ -332,7 +339,7 @@ impl Server {
             kafka_addr,
             Some(rpc_addr),
             tasks,
-            Some((stop, stopped, admin_listener)),
+            Some((cluster_stop, admin_listener)),
         )
         .await
     }
@@ -344,19 +351,19 @@ impl Server {
         kafka_addr: SocketAddr,
         rpc_addr: Option<SocketAddr>,
         cluster: Vec<tokio::task::JoinHandle<()>>,
-        started: Option<(watch::Sender<bool>, watch::Receiver<bool>, TcpListener)>,
+        started: Option<(watch::Sender<bool>, TcpListener)>,
     ) -> anyhow::Result<Server> {
         let config = &node.config;
-        let (stop, stopped, admin_listener) = match started {
-            Some(started) => started,
+        let (cluster_stop, admin_listener) = match started {
+            Some((stop, admin)) => (Some(stop), admin),
             None => {
                 let admin = TcpListener::bind(config.admin_listen)
                     .await
                     .with_context(|| format!("cannot listen on {} (admin)", config.admin_listen))?;
-                let (stop, stopped) = watch::channel(false);
-                (stop, stopped, admin)
+                (None, admin)
             }
         };
+        let (stop, stopped) = watch::channel(false);
         let admin_addr = admin_listener.local_addr()?;
         let ready = Arc::new(AtomicBool::new(true));
         let admin = tokio::spawn(serve_admin(
@@ -380,6 +387,7 @@ impl Server {
             admin,
             housekeeping,
             cluster,
+            cluster_stop,
         })
     }
 
@@ -442,10 +450,13 @@ impl Server {
         }
         let _ = self.admin.await;
         let _ = self.housekeeping.await;
+        self.node.storage.flush().await?;
+        if let Some(stop) = &self.cluster_stop {
+            let _ = stop.send(true);
+        }
         for task in self.cluster {
             let _ = task.await;
         }
-        self.node.storage.flush().await?;
         match Arc::try_unwrap(self.node) {
             Ok(node) => node.storage.shutdown().await?,
             Err(_) => tracing::warn!("node still shared at shutdown; data was flushed"),

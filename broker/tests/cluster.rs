@@ -207,3 +207,261 @@ async fn brokers_share_partitions_and_survive_kill9_of_a_broker_and_the_controll
     let a = acked.clone();
     tokio::task::block_in_place(|| check(c, &a, "after kill -9 of the controller"));
 }
+
+/// Which broker is the active controller, as a broker's admin API says.
+fn controller(cluster: &Cluster) -> Option<u32> {
+    cluster.brokers().find_map(|b| {
+        let (status, body) = cluster.admin_get(b.node_id, "/v1/cluster");
+        let view: serde_json::Value = serde_json::from_str(&body).ok()?;
+        (status == 200)
+            .then(|| view["controller"].as_u64())?
+            .map(|n| n as u32)
+    })
+}
+
+/// Partition → owner, as a broker's admin API says.
+fn owners(cluster: &Cluster) -> BTreeMap<i32, u32> {
+    let Some(b) = cluster.brokers().next() else {
+        return BTreeMap::new();
+    };
+    let (_, body) = cluster.admin_get(b.node_id, "/v1/cluster");
+    let view: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    view["partitions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["topic"] == TOPIC && p["target"] == 0)
+        .map(|p| {
+            (
+                p["partition"].as_i64().unwrap() as i32,
+                p["owner"].as_u64().unwrap() as u32,
+            )
+        })
+        .collect()
+}
+
+/// The continuous producer: record `seq` goes to partition `seq % 6`, one in flight per partition
+/// (no idempotence yet, so order holds only without concurrent retries).
+fn produce_continuously(
+    bootstrap: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<(Acked, usize)> {
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let future: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("acks", "all")
+            .set("max.in.flight.requests.per.connection", "1")
+            .set("message.timeout.ms", "120000")
+            .set("linger.ms", "5")
+            .create()
+            .unwrap();
+        let mut acked = Acked::new();
+        let mut failed = 0;
+        let mut seq = 0usize;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            // A burst of 30 records, then the acknowledgements.
+            let burst: Vec<_> = (seq..seq + 30)
+                .map(|i| {
+                    let value = format!("seq-{i:08}");
+                    let key = format!("k{i}");
+                    let partition = i32::try_from(i).unwrap() % PARTITIONS;
+                    let send = future
+                        .send_result(
+                            FutureRecord::to(TOPIC)
+                                .key(&key)
+                                .payload(&value)
+                                .partition(partition),
+                        )
+                        .map_err(|(e, _)| e);
+                    (value, send)
+                })
+                .collect();
+            seq += 30;
+            for (value, send) in burst {
+                let Ok(delivery) = send else {
+                    failed += 1;
+                    continue;
+                };
+                match runtime.block_on(delivery) {
+                    Ok(Ok(d)) => {
+                        acked.insert((d.partition, d.offset), value);
+                    }
+                    _ => failed += 1,
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        (acked, failed)
+    })
+}
+
+/// A consumer group member consuming and committing until `stop`; returns how many records it saw.
+fn consume_in_group(
+    bootstrap: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<usize> {
+    std::thread::spawn(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("group.id", "chaos")
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "10000")
+            .create()
+            .unwrap();
+        consumer.subscribe(&[TOPIC]).unwrap();
+        let mut seen = 0;
+        let mut last_commit = Instant::now();
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Some(Ok(_)) = consumer.poll(Duration::from_millis(100)) {
+                seen += 1;
+            }
+            if last_commit.elapsed() > Duration::from_millis(300) {
+                let _ = consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Async);
+                last_commit = Instant::now();
+            }
+        }
+        let _ = consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync);
+        seen
+    })
+}
+
+/// Watches the group's committed offsets; returns every time one went backwards.
+fn watch_commits(
+    bootstrap: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Vec<String>> {
+    std::thread::spawn(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("group.id", "chaos")
+            .create()
+            .unwrap();
+        let mut last: BTreeMap<i32, i64> = BTreeMap::new();
+        let mut backwards = Vec::new();
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let mut tpl = TopicPartitionList::new();
+            for p in 0..PARTITIONS {
+                tpl.add_partition(TOPIC, p);
+            }
+            if let Ok(committed) = consumer.committed_offsets(tpl, Duration::from_secs(5)) {
+                for e in committed.elements() {
+                    if let Offset::Offset(o) = e.offset() {
+                        let before = last.insert(e.partition(), o).unwrap_or(-1);
+                        if o < before {
+                            backwards.push(format!("partition {}: {before} -> {o}", e.partition()));
+                        }
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        backwards
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_move_and_brokers_die_join_and_drain_under_load() {
+    let objects = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", objects.path().display());
+    let mut cluster = Cluster::new(env!("CARGO_BIN_EXE_weir").as_ref(), &url, &env());
+    cluster.start(1, true);
+    cluster.start(2, true);
+    cluster.start(3, false);
+    // Clients bootstrap from every broker that will ever run (4 and 5 join later).
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap())
+        .create()
+        .unwrap();
+    let topic = NewTopic::new(TOPIC, PARTITIONS, TopicReplication::Fixed(1));
+    for r in admin
+        .create_topics([&topic], &AdminOptions::new())
+        .await
+        .unwrap()
+    {
+        r.unwrap();
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let producer = produce_continuously(cluster.bootstrap(), stop.clone());
+    let group = consume_in_group(cluster.bootstrap(), stop.clone());
+    let commits = watch_commits(cluster.bootstrap(), stop.clone());
+    let pause = |ms| tokio::time::sleep(Duration::from_millis(ms));
+    pause(1500).await;
+
+    // Moves every second, each to another broker.
+    for round in 0..6 {
+        let owners = owners(&cluster);
+        let partition = round % PARTITIONS;
+        let from = owners.get(&partition).copied().unwrap_or(1);
+        let to = if from == 3 { 1 } else { from + 1 };
+        let body = format!(r#"{{"topic":"{TOPIC}","partition":{partition},"broker":{to}}}"#);
+        let (status, answer) = cluster.admin_post(1, "/v1/cluster/reassign", &body);
+        assert_eq!(status, 200, "reassign: {answer}");
+        pause(1000).await;
+    }
+    // A broker dies, then the controller.
+    cluster.kill9(3);
+    pause(4000).await;
+    let active = controller(&cluster).unwrap();
+    cluster.kill9(active);
+    let survivor = if active == 1 { 2 } else { 1 };
+    pause(4000).await;
+    // Two brokers join; the survivor is drained and stopped.
+    cluster.start(4, true);
+    cluster.start(5, false);
+    pause(1000).await;
+    let (status, answer) = cluster.admin_post(
+        4,
+        "/v1/cluster/drain",
+        &format!(r#"{{"broker":{survivor}}}"#),
+    );
+    assert_eq!(status, 200, "drain: {answer}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while owners(&cluster).values().any(|o| *o == survivor) {
+        assert!(
+            Instant::now() < deadline,
+            "drain did not finish\n{}",
+            cluster.logs_tail(30)
+        );
+        pause(200).await;
+    }
+    assert!(cluster.stop(survivor), "the drained broker stops cleanly");
+    pause(4000).await;
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (acked, failed) = producer.join().unwrap();
+    let consumed = group.join().unwrap();
+    let backwards = commits.join().unwrap();
+    assert!(
+        acked.len() > 1000,
+        "only {} records acknowledged ({failed} failed)",
+        acked.len()
+    );
+    assert!(consumed > 0, "the consumer group consumed nothing");
+    assert!(
+        backwards.is_empty(),
+        "committed offsets went backwards: {backwards:?}"
+    );
+
+    // The audit: every acknowledged record at its offset, each partition in order.
+    let c = &cluster;
+    let a = acked.clone();
+    tokio::task::block_in_place(|| check(c, &a, "after moves, failures, joins and a drain"));
+    let mut last: BTreeMap<i32, &str> = BTreeMap::new();
+    for ((partition, offset), value) in &acked {
+        if let Some(before) = last.insert(*partition, value) {
+            assert!(
+                before < value.as_str(),
+                "partition {partition} out of order at offset {offset}: {before} then {value}"
+            );
+        }
+    }
+    eprintln!(
+        "audit: {} acknowledged ({failed} not), consumed {consumed} in the group",
+        acked.len()
+    );
+}

@@ -95,6 +95,12 @@ impl Role {
         self.active().is_some_and(|a| Arc::ptr_eq(&a, c))
     }
 
+    /// Stops being the active controller (when this broker stops): watchers are told to go to
+    /// another, which is elected once this one has been silent for the session timeout.
+    pub fn resign(&self) {
+        self.step_down("this broker is stopping");
+    }
+
     fn step_down(&self, why: &str) {
         let was = self
             .active
