@@ -92,8 +92,12 @@ pub struct ClusterConfig {
     pub controller: bool,
     /// A broker (or controller) not heard from this long is fenced (replaced). Default 6000 ms.
     pub session_timeout_ms: u64,
-    /// How often a broker heartbeats to the controller. Default 1000 ms.
+    /// How often a broker heartbeats to the controller (with its partitions' traffic). Default
+    /// 1000 ms.
     pub heartbeat_interval_ms: u64,
+    /// How often the active controller's balancer looks at the brokers' load and moves partitions
+    /// from the most to the least loaded (0: never). Default 10000 ms.
+    pub balance_interval_ms: u64,
     /// Where the file WAL lives when `wal_kind = "file"` (`--wal file:DIR`); a survivor recovers a
     /// dead broker's file WAL only if it can reach this directory. Default `data_dir/wal`.
     pub wal_dir: Option<PathBuf>,
@@ -107,6 +111,7 @@ impl Default for ClusterConfig {
             controller: false,
             session_timeout_ms: 6000,
             heartbeat_interval_ms: 1000,
+            balance_interval_ms: 10_000,
             wal_dir: None,
         }
     }

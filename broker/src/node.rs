@@ -27,6 +27,8 @@ pub struct Node {
     pub cluster_id: String,
     /// Consumer groups and committed offsets.
     pub groups: crate::group::Coordinator,
+    /// Bytes produced and fetched per partition since the last load report (for the balancer).
+    traffic: std::sync::Mutex<(std::time::Instant, std::collections::HashMap<StreamId, u64>)>,
 }
 
 /// A partition resolved for a request.
@@ -59,7 +61,42 @@ impl Node {
             open_lock: tokio::sync::Mutex::new(()),
             cluster_id,
             groups: crate::group::Coordinator::new(settings),
+            traffic: std::sync::Mutex::new((std::time::Instant::now(), Default::default())),
         }
+    }
+
+    /// Counts bytes produced to or fetched from a partition.
+    pub fn count_traffic(&self, stream: StreamId, bytes: usize) {
+        if bytes == 0 {
+            return;
+        }
+        let mut traffic = self
+            .traffic
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *traffic.1.entry(stream).or_default() += bytes as u64;
+    }
+
+    /// Bytes per second through each partition open here since the last report (every open
+    /// partition is listed, idle ones with 0).
+    pub fn load_report(&self) -> Vec<(StreamId, u64)> {
+        let (elapsed, counted) = {
+            let mut traffic = self
+                .traffic
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let elapsed = traffic.0.elapsed().as_secs_f64().max(0.001);
+            traffic.0 = std::time::Instant::now();
+            (elapsed, std::mem::take(&mut traffic.1))
+        };
+        self.storage
+            .open_streams()
+            .into_iter()
+            .map(|s| {
+                let bytes = counted.get(&s).copied().unwrap_or(0);
+                (s, (bytes as f64 / elapsed) as u64)
+            })
+            .collect()
     }
 
     /// Opens the streams of every topic (a single node owns them all).

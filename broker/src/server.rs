@@ -233,6 +233,8 @@ impl Server {
                     recover,
                     gc_interval: Duration::from_millis(config.retention_check_interval_ms.max(1)),
                     gc_grace_ms: config.object_delete_grace_ms,
+                    balance_interval: (config.cluster.balance_interval_ms > 0)
+                        .then(|| Duration::from_millis(config.cluster.balance_interval_ms)),
                 },
             );
             let service = role.service();
@@ -283,9 +285,20 @@ impl Server {
             controller: config.cluster.controller,
             wal: wal_name,
         };
+        // Heartbeats carry the partitions' traffic once the node exists.
+        let node_cell: Arc<std::sync::OnceLock<std::sync::Weak<Node>>> = Arc::default();
+        let reporter = node_cell.clone();
+        let load: weir_controller::LoadReport = Arc::new(move || {
+            reporter
+                .get()
+                .and_then(std::sync::Weak::upgrade)
+                .map(|node| node.load_report())
+                .unwrap_or_default()
+        });
         tasks.push(tokio::spawn(remote.clone().keep_registered(
             registration,
             Duration::from_millis(config.cluster.heartbeat_interval_ms.max(10)),
+            load,
             stopped.clone(),
         )));
         // Nothing can be served before the controller knows this broker.
@@ -313,6 +326,7 @@ impl Server {
             storage,
             cluster_id,
         ));
+        let _ = node_cell.set(Arc::downgrade(&node));
         if node.topic(crate::group::OFFSETS_TOPIC).is_none() {
             let configs = [("cleanup.policy".to_owned(), "compact".to_owned())].into();
             let created = node

@@ -29,6 +29,7 @@ fn env() -> Vec<(String, String)> {
         ("WEIR_OBJECT_WAL__FLUSH_INTERVAL_MS", "20"),
         ("WEIR_STORAGE__UPLOAD_INTERVAL_MS", "1000"),
         ("WEIR_OFFSETS_TOPIC_PARTITIONS", "6"),
+        ("WEIR_CLUSTER__BALANCE_INTERVAL_MS", "1000"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -129,12 +130,15 @@ fn check(cluster: &Cluster, acked: &Acked, what: &str) {
         .iter()
         .filter(|(k, v)| seen.get(k) != Some(v))
         .take(5)
+        .map(|(k, v)| (k, v, seen.get(k)))
         .collect();
     assert!(
         missing.is_empty(),
-        "{what}: {} of {} acknowledged records not read back (first: {missing:?})\n{}",
+        "{what}: {} of {} acknowledged records not read back (first, with what was read there: \
+         {missing:?}; {} records read)\n{}",
         acked.iter().filter(|(k, v)| seen.get(k) != Some(v)).count(),
         acked.len(),
+        seen.len(),
         cluster.logs_tail(30)
     );
 }
@@ -206,6 +210,26 @@ async fn brokers_share_partitions_and_survive_kill9_of_a_broker_and_the_controll
     let c = &cluster;
     let a = acked.clone();
     tokio::task::block_in_place(|| check(c, &a, "after kill -9 of the controller"));
+
+    // A new broker joins: the balancer gives it its share of partitions, and nothing is lost.
+    cluster.start(4, false);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let led: usize = owners(&cluster).values().filter(|o| **o == 4).count();
+        if led >= 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new broker leads {led} partitions\n{}",
+            cluster.logs_tail(20)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    produce(&cluster.bootstrap(), 1200, 300, &mut acked).await;
+    let c = &cluster;
+    let a = acked.clone();
+    tokio::task::block_in_place(|| check(c, &a, "after a broker joined"));
 }
 
 /// Which broker is the active controller, as a broker's admin API says.
@@ -367,7 +391,13 @@ fn watch_commits(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitions_move_and_brokers_die_join_and_drain_under_load() {
     let objects = tempfile::tempdir().unwrap();
-    let url = format!("file://{}", objects.path().display());
+    // WEIR_TEST_LOG_DIR keeps the bucket too, for a look after a failure.
+    let bucket = std::env::var_os("WEIR_TEST_LOG_DIR").map_or_else(
+        || objects.path().to_path_buf(),
+        |d| std::path::PathBuf::from(d).join("bucket"),
+    );
+    std::fs::create_dir_all(&bucket).unwrap();
+    let url = format!("file://{}", bucket.display());
     let mut cluster = Cluster::new(env!("CARGO_BIN_EXE_weir").as_ref(), &url, &env());
     cluster.start(1, true);
     cluster.start(2, true);

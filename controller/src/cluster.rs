@@ -7,7 +7,7 @@
 //! owner (`StreamAssigned`), who opens the stream, bumping its epoch. Metadata names the target as
 //! leader from the start of the move, so clients are never told there is no leader.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use weir_common::{Epoch, StreamId};
 
@@ -297,3 +297,89 @@ impl Controller {
         Ok(n)
     }
 }
+
+/// What every partition weighs beyond its traffic (bytes per second), so idle partitions spread too.
+const PARTITION_FLOOR: u64 = 1000;
+
+/// The balancer's moves (DESIGN.md 6): from the most to the least loaded live broker, while the most
+/// loaded is more than 10% above the average and a move makes the pair better balanced; at most three
+/// at a time, none while a move is under way or a fenced broker still owns partitions. `loads` are
+/// the partitions' bytes per second as their owners report them.
+pub fn plan_balance(state: &State, loads: &HashMap<StreamId, u64>) -> Vec<(StreamId, u32)> {
+    let live = state.live_brokers();
+    let busy = state
+        .streams
+        .values()
+        .any(|st| st.target != 0 || (st.owner != 0 && !live.contains(&st.owner)));
+    if live.len() < 2 || busy {
+        return Vec::new();
+    }
+    let weight = |id: &StreamId| loads.get(id).copied().unwrap_or(0) + PARTITION_FLOOR;
+    let mut load: BTreeMap<u32, u64> = live.iter().map(|b| (*b, 0)).collect();
+    let mut owned: BTreeMap<u32, Vec<(StreamId, u64)>> = BTreeMap::new();
+    for (id, st) in &state.streams {
+        if let Some(l) = load.get_mut(&st.owner) {
+            *l += weight(id);
+            owned.entry(st.owner).or_default().push((*id, weight(id)));
+        }
+    }
+    // Each topic's partitions per broker: among equally good moves, the one spreading its topic
+    // the most (as Kafka spreads each topic's partitions).
+    let topic_of: HashMap<StreamId, &str> = state
+        .topics
+        .values()
+        .flat_map(|t| t.partitions.iter().map(move |s| (*s, t.name.as_str())))
+        .collect();
+    let mut per_topic: HashMap<(&str, u32), i64> = HashMap::new();
+    for (id, st) in &state.streams {
+        if let Some(topic) = topic_of.get(id) {
+            *per_topic.entry((topic, st.owner)).or_default() += 1;
+        }
+    }
+    let total: u64 = load.values().sum();
+    let average = total / load.len() as u64;
+    let mut moves = Vec::new();
+    while moves.len() < 3 {
+        let (Some((&most, &high)), Some((&least, &low))) = (
+            load.iter()
+                .max_by_key(|(b, l)| (**l, std::cmp::Reverse(**b))),
+            load.iter().min_by_key(|(b, l)| (**l, **b)),
+        ) else {
+            break;
+        };
+        if high * 10 <= average * 11 || most == least {
+            break;
+        }
+        // The partition closest to half the gap, if moving it helps the pair.
+        let gap = high - low;
+        let candidates = owned.get(&most).map(Vec::as_slice).unwrap_or_default();
+        let spread = |stream: &StreamId| {
+            topic_of.get(stream).map_or(0, |t| {
+                per_topic.get(&(*t, most)).copied().unwrap_or(0)
+                    - per_topic.get(&(*t, least)).copied().unwrap_or(0)
+            })
+        };
+        let Some(&(stream, w)) = candidates
+            .iter()
+            .filter(|(_, w)| *w < gap)
+            .min_by_key(|(s, w)| ((gap / 2).abs_diff(*w), -spread(s), *s))
+        else {
+            break;
+        };
+        moves.push((stream, least));
+        if let Some(topic) = topic_of.get(&stream) {
+            *per_topic.entry((*topic, most)).or_default() -= 1;
+            *per_topic.entry((*topic, least)).or_default() += 1;
+        }
+        *load.entry(most).or_default() -= w;
+        *load.entry(least).or_default() += w;
+        if let Some(list) = owned.get_mut(&most) {
+            list.retain(|(s, _)| *s != stream);
+        }
+        owned.entry(least).or_default().push((stream, w));
+    }
+    moves
+}
+
+#[cfg(test)]
+mod tests;

@@ -23,10 +23,10 @@ pub mod rpc;
 pub mod service;
 pub mod state;
 
-pub use cluster::Registration;
+pub use cluster::{Registration, plan_balance};
 pub use controller::{Controller, ControllerConfig, validate_topic_name};
 pub use gc::GcReport;
-pub use remote::RemoteController;
+pub use remote::{LoadReport, RemoteController};
 pub use service::{RecoverWal, Role, RoleConfig};
 pub use state::{ActiveController, Broker, State, Stream, Topic};
 

@@ -28,6 +28,9 @@ use crate::{ControllerError, Registration};
 
 type Client = ControllerClient<Channel>;
 
+/// What a broker reports in each heartbeat: bytes per second through each partition it serves.
+pub type LoadReport = Arc<dyn Fn() -> Vec<(StreamId, u64)> + Send + Sync>;
+
 /// See the [module documentation](self).
 #[derive(Debug, Clone)]
 pub struct RemoteController {
@@ -289,13 +292,14 @@ impl RemoteController {
         self,
         registration: Registration,
         interval: Duration,
+        load: LoadReport,
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) {
         loop {
             let epoch = self.broker_epoch();
             let result = match epoch {
                 None => self.register(registration.clone()).await.map(|_| ()),
-                Some(epoch) => self.heartbeat(registration.node_id, epoch).await,
+                Some(epoch) => self.heartbeat(registration.node_id, epoch, load()).await,
             };
             match result {
                 Ok(()) => self.heard_from_controller(),
@@ -348,11 +352,27 @@ impl RemoteController {
         Ok(reply.epoch)
     }
 
-    async fn heartbeat(&self, node_id: u32, epoch: u64) -> Result<(), ControllerError> {
+    async fn heartbeat(
+        &self,
+        node_id: u32,
+        epoch: u64,
+        loads: Vec<(StreamId, u64)>,
+    ) -> Result<(), ControllerError> {
         // One attempt: the next heartbeat is the retry.
         let mut client = self.client().await?;
+        let loads = loads
+            .into_iter()
+            .map(|(stream, bytes_per_s)| pb::PartitionLoad {
+                stream: stream.get(),
+                bytes_per_s,
+            })
+            .collect();
         client
-            .heartbeat(pb::HeartbeatRequest { node_id, epoch })
+            .heartbeat(pb::HeartbeatRequest {
+                node_id,
+                epoch,
+                loads,
+            })
             .await
             .map_err(|s| controller_error(&s))?;
         Ok(())

@@ -47,6 +47,8 @@ pub struct RoleConfig {
     pub gc_interval: Duration,
     /// How long an object stays after nothing references it (reads under way finish).
     pub gc_grace_ms: u64,
+    /// How often the balancer looks at the brokers' load (`None`: never).
+    pub balance_interval: Option<Duration>,
 }
 
 impl std::fmt::Debug for RoleConfig {
@@ -69,6 +71,10 @@ pub struct Role {
     heartbeats: Mutex<HashMap<u32, Instant>>,
     /// When garbage was last collected.
     last_gc: Mutex<Option<Instant>>,
+    /// The latest bytes per second of each stream, as its owner reported it.
+    loads: Mutex<HashMap<StreamId, u64>>,
+    /// When the balancer last looked.
+    last_balance: Mutex<Option<Instant>>,
 }
 
 impl Role {
@@ -80,6 +86,8 @@ impl Role {
             active: RwLock::new(None),
             heartbeats: Mutex::new(HashMap::new()),
             last_gc: Mutex::new(None),
+            loads: Mutex::new(HashMap::new()),
+            last_balance: Mutex::new(None),
         })
     }
 
@@ -238,6 +246,7 @@ impl Role {
             }
         }
         c.assign_unowned().await?;
+        self.balance(c).await?;
         let gc_due = {
             let mut last = self.last_gc.lock().unwrap_or_else(PoisonError::into_inner);
             let due = last.is_none_or(|t| t.elapsed() >= self.config.gc_interval);
@@ -251,6 +260,36 @@ impl Role {
             if report.deleted_dropped + report.deleted_unnamed > 0 {
                 tracing::info!(?report, "objects deleted");
             }
+        }
+        Ok(())
+    }
+
+    /// Moves partitions from the most to the least loaded brokers while the most loaded is more
+    /// than 10% above the average (load: bytes per second in and out, plus a floor per partition so
+    /// idle partitions spread too). A few moves per look, and none while moves are under way.
+    async fn balance(&self, c: &Arc<Controller>) -> Result<(), ControllerError> {
+        let Some(interval) = self.config.balance_interval else {
+            return Ok(());
+        };
+        {
+            let mut last = self
+                .last_balance
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if last.is_some_and(|t| t.elapsed() < interval) {
+                return Ok(());
+            }
+            *last = Some(Instant::now());
+        }
+        let loads = self
+            .loads
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let moves = c.read(|s| crate::cluster::plan_balance(s, &loads));
+        for (stream, target) in moves {
+            tracing::info!(%stream, target, "balancing: moving a partition");
+            c.reassign(stream, target).await?;
         }
         Ok(())
     }
@@ -336,6 +375,16 @@ impl pb::controller_server::Controller for Service {
             return Err(cerr(&ControllerError::UnknownBroker(r.node_id)));
         }
         self.role.heard_from(r.node_id);
+        {
+            let mut loads = self
+                .role
+                .loads
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            for l in &r.loads {
+                loads.insert(StreamId(l.stream), l.bytes_per_s);
+            }
+        }
         let (controller, term) = c.read(|s| {
             s.controller
                 .as_ref()

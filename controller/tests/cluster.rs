@@ -45,6 +45,7 @@ async fn controller_node(store: &Arc<dyn ObjectStore>, node_id: u32) -> Node {
             }),
             gc_interval: Duration::from_secs(3600),
             gc_grace_ms: 60_000,
+            balance_interval: None,
         },
     );
     let (stop, stopped) = watch::channel(false);
@@ -91,11 +92,12 @@ async fn broker(store: &Arc<dyn ObjectStore>, node_id: u32) -> Broker {
         controller: false,
         wal: "object".into(),
     };
-    tokio::spawn(
-        remote
-            .clone()
-            .keep_registered(registration, Duration::from_millis(200), stopped),
-    );
+    tokio::spawn(remote.clone().keep_registered(
+        registration,
+        Duration::from_millis(200),
+        Arc::new(Vec::new),
+        stopped,
+    ));
     Broker { remote, stop }
 }
 

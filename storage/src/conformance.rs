@@ -44,6 +44,7 @@ pub async fn run_all(store: Arc<dyn ObjectStore>) {
         compaction_bounds_object_count,
         rewrite_stream_replaces_one_streams_batches,
         rewrites_leave_objects_shared_with_streams_served_elsewhere,
+        an_object_holding_two_runs_of_a_stream_serves_each_in_order,
     );
 }
 
@@ -856,6 +857,36 @@ async fn rewrites_leave_objects_shared_with_streams_served_elsewhere(store: &Arc
         digest(&written_a),
         "stream a reads the same bytes"
     );
+    storage.shutdown().await.expect("shutdown");
+}
+
+async fn an_object_holding_two_runs_of_a_stream_serves_each_in_order(store: &Arc<dyn ObjectStore>) {
+    let mut h = Harness::new(store, "two-runs");
+    h.config.log_cache_max_bytes = 0;
+    h.config.compaction_min_objects = 2;
+    h.config.stream_object_min_bytes = 4 << 10;
+    let (storage, _) = h.open().await;
+    let a = storage.create_stream().await.expect("create");
+    let sa = storage.open_stream(a).await.expect("open");
+    // Small, big (a stream object), small: compaction merges the two small ones around the gap.
+    let mut written = append_all(&sa, batches_for(a, 5, 200)).await;
+    storage.flush().await.expect("flush");
+    written.extend(append_all(&sa, batches_for(a, 8, 1000)).await);
+    storage.flush().await.expect("flush");
+    written.extend(append_all(&sa, batches_for(a, 5, 200)).await);
+    storage.flush().await.expect("flush");
+    let report = storage.compact().await.expect("compact");
+    assert_eq!(
+        report.replaced, 2,
+        "the two small objects merged: {report:?}"
+    );
+    for page in [1, 300, 4 << 10, 1 << 20] {
+        assert_eq!(
+            digest(&read_all(&sa, Offset(0), page).await),
+            digest(&written),
+            "two runs in one object, read {page} bytes at a time"
+        );
+    }
     storage.shutdown().await.expect("shutdown");
 }
 

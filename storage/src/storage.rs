@@ -205,6 +205,11 @@ impl Storage {
         Ok(())
     }
 
+    /// The streams open here.
+    pub fn open_streams(&self) -> Vec<StreamId> {
+        self.inner.streams_lock().keys().copied().collect()
+    }
+
     /// Drops a stream another owner has taken (its epoch was bumped): nothing more is appended or
     /// uploaded here. What this broker acknowledged and did not upload is in its WAL, which the new
     /// owner's side recovered before taking over (DESIGN.md 6, failover).
@@ -417,9 +422,14 @@ impl Inner {
                 end: slice.end,
             });
         }
-        self.reader
+        let mut batches = self
+            .reader
             .read(&slice.object, stream, from, max_bytes)
-            .await
+            .await?;
+        // An object may hold several runs of a stream (compaction merges objects around a gap
+        // whose data lives elsewhere): only this slice's run is read from it.
+        batches.retain(|b| b.base_offset < slice.end);
+        Ok(batches)
     }
 
     /// Uploads the WAL's recovered records that objects do not hold yet, then trims the WAL.

@@ -94,6 +94,9 @@ pub(super) async fn handle(node: &Node, request: FetchRequest, version: i16) -> 
         .collect();
     let mut leaders = std::collections::BTreeSet::new();
     for (target, mut data) in targets.iter().zip(results) {
+        if let Ok(p) = &target.partition {
+            node.count_traffic(p.stream.id(), data.records.as_ref().map_or(0, Bytes::len));
+        }
         // KIP-951: a partition led elsewhere answers with its leader (v12+), whose address comes
         // along (v16+).
         if version >= 12

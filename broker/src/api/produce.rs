@@ -221,6 +221,7 @@ async fn enqueue(
     if let Some(refused) = refuse_keyless(topic, data.index, &records, &response) {
         return Queued::Refused(refused);
     }
+    node.count_traffic(partition.stream.id(), records.len());
     let epoch = partition.leader_epoch;
     let queued = partition
         .stream

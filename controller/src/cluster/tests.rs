@@ -1,0 +1,115 @@
+use std::collections::HashMap;
+
+use weir_common::StreamId;
+
+use super::plan_balance;
+use crate::records::*;
+use crate::state::State;
+
+fn cluster(brokers: &[u32], owners: &[u32]) -> State {
+    let mut s = State::default();
+    for b in brokers {
+        s.apply(
+            &Kind::BrokerRegistered(BrokerRegistered {
+                node_id: *b,
+                epoch: 1,
+                ..BrokerRegistered::default()
+            })
+            .into(),
+        );
+    }
+    s.apply(
+        &Kind::TopicCreated(TopicCreated {
+            name: "t".into(),
+            id: vec![1; 16],
+            partition_streams: (0..owners.len() as u64).collect(),
+            configs: Default::default(),
+        })
+        .into(),
+    );
+    for (stream, owner) in owners.iter().enumerate() {
+        s.apply(
+            &Kind::StreamAssigned(StreamAssigned {
+                stream: stream as u64,
+                owner: *owner,
+            })
+            .into(),
+        );
+    }
+    s
+}
+
+#[test]
+fn a_new_broker_gets_its_share_and_a_balanced_cluster_stays_put() {
+    let s = cluster(&[1, 2, 3], &[1, 1, 1, 2, 2, 2]);
+    let moves = plan_balance(&s, &HashMap::new());
+    assert_eq!(moves.len(), 2, "{moves:?}");
+    assert!(moves.iter().all(|(_, to)| *to == 3), "{moves:?}");
+    let mut from: Vec<u64> = moves.iter().map(|(s, _)| s.get() / 3).collect();
+    from.sort_unstable();
+    assert_eq!(from, [0, 1], "one from each loaded broker: {moves:?}");
+
+    let balanced = cluster(&[1, 2, 3], &[1, 2, 3, 1, 2, 3]);
+    assert!(plan_balance(&balanced, &HashMap::new()).is_empty());
+    // 7 partitions on 3 brokers cannot be closer than 3-2-2: no moves back and forth.
+    let uneven = cluster(&[1, 2, 3], &[1, 2, 3, 1, 2, 3, 1]);
+    assert!(plan_balance(&uneven, &HashMap::new()).is_empty());
+}
+
+#[test]
+fn traffic_outweighs_partition_counts() {
+    // Broker 1 has one busy partition, broker 2 five idle ones: the busy one stays alone.
+    let s = cluster(&[1, 2], &[1, 2, 2, 2, 2, 2]);
+    let loads = HashMap::from([(StreamId(0), 10_000_000)]);
+    assert!(plan_balance(&s, &loads).is_empty());
+    // Two busy partitions on broker 1: one moves to the idle broker 2.
+    let s = cluster(&[1, 2], &[1, 1, 2]);
+    let loads = HashMap::from([(StreamId(0), 5_000_000), (StreamId(1), 5_000_000)]);
+    let moves = plan_balance(&s, &loads);
+    assert_eq!(moves.len(), 1, "{moves:?}");
+    assert_eq!(moves[0].1, 2);
+}
+
+#[test]
+fn no_balancing_while_a_move_or_a_failover_is_under_way() {
+    let mut s = cluster(&[1, 2, 3], &[1, 1, 1, 2, 2, 2]);
+    s.apply(
+        &Kind::StreamMoveRequested(StreamMoveRequested {
+            stream: 0,
+            target: 2,
+        })
+        .into(),
+    );
+    assert!(plan_balance(&s, &HashMap::new()).is_empty());
+    let mut s = cluster(&[1, 2, 3], &[1, 1, 1, 2, 2, 2]);
+    s.apply(
+        &Kind::BrokerFenced(BrokerFenced {
+            node_id: 1,
+            epoch: 1,
+        })
+        .into(),
+    );
+    assert!(plan_balance(&s, &HashMap::new()).is_empty());
+}
+
+#[test]
+fn moves_spread_each_topic() {
+    // Topic t (streams 0..3) all on broker 1; add topic u (streams 3..6) there too.
+    let mut s = cluster(&[1, 2], &[1, 1, 1]);
+    s.apply(
+        &Kind::TopicCreated(TopicCreated {
+            name: "u".into(),
+            id: vec![2; 16],
+            partition_streams: vec![3, 4, 5],
+            configs: Default::default(),
+        })
+        .into(),
+    );
+    for stream in 3..6 {
+        s.apply(&Kind::StreamAssigned(StreamAssigned { stream, owner: 1 }).into());
+    }
+    let moves = plan_balance(&s, &HashMap::new());
+    assert_eq!(moves.len(), 3, "{moves:?}");
+    let of_t = moves.iter().filter(|(s, _)| s.get() < 3).count();
+    assert!((1..=2).contains(&of_t), "both topics spread: {moves:?}");
+}
