@@ -34,6 +34,8 @@ pub struct BrokerView {
     pub epoch: u64,
     /// Declared dead.
     pub fenced: bool,
+    /// Drained: takes no partitions until it registers again.
+    pub drained: bool,
     /// May become the controller.
     pub controller_capable: bool,
 }
@@ -124,6 +126,7 @@ pub fn view(node: &Node) -> ClusterView {
                 admin: b.admin.clone(),
                 epoch: b.epoch,
                 fenced: b.fenced,
+                drained: b.drained,
                 controller_capable: b.controller,
             })
             .collect(),

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use weir_common::{Epoch, StreamId};
 
 use crate::records::{
-    BrokerFenced, BrokerRegistered, ControllerElected, Kind, Record, StreamAssigned,
+    BrokerDrained, BrokerFenced, BrokerRegistered, ControllerElected, Kind, Record, StreamAssigned,
     StreamMoveRequested,
 };
 use crate::state::State;
@@ -48,10 +48,19 @@ impl State {
             .collect()
     }
 
-    /// Streams each live broker leads (owns, or is the target of a move), by node id.
+    /// Live brokers that may take partitions: not drained.
+    pub fn open_brokers(&self) -> Vec<u32> {
+        self.brokers
+            .values()
+            .filter(|b| !b.fenced && !b.drained)
+            .map(|b| b.node_id)
+            .collect()
+    }
+
+    /// Streams each broker that may take partitions leads (owns, or is the target of a move).
     pub fn load(&self) -> BTreeMap<u32, usize> {
         let mut load: BTreeMap<u32, usize> =
-            self.live_brokers().into_iter().map(|b| (b, 0)).collect();
+            self.open_brokers().into_iter().map(|b| (b, 0)).collect();
         for stream in self.streams.values() {
             if let Some(n) = load.get_mut(&stream.leader()) {
                 *n += 1;
@@ -273,7 +282,14 @@ impl Controller {
                     "no other live broker to drain broker {broker} to"
                 )));
             }
-            let mut records = Vec::new();
+            let epoch = s.brokers.get(&broker).map_or(0, |b| b.epoch);
+            let mut records = vec![
+                Kind::BrokerDrained(BrokerDrained {
+                    node_id: broker,
+                    epoch,
+                })
+                .into(),
+            ];
             for (id, st) in &s.streams {
                 if st.owner != broker {
                     if st.target == broker {
@@ -304,9 +320,18 @@ const PARTITION_FLOOR: u64 = 1000;
 /// The balancer's moves (DESIGN.md 6): from the most to the least loaded live broker, while the most
 /// loaded is more than 10% above the average and a move makes the pair better balanced; at most three
 /// at a time, none while a move is under way or a fenced broker still owns partitions. `loads` are
-/// the partitions' bytes per second as their owners report them.
-pub fn plan_balance(state: &State, loads: &HashMap<StreamId, u64>) -> Vec<(StreamId, u32)> {
-    let live = state.live_brokers();
+/// the partitions' bytes per second as their owners report them; only `healthy` brokers (heard from
+/// lately) take part, and never a drained one.
+pub fn plan_balance(
+    state: &State,
+    loads: &HashMap<StreamId, u64>,
+    healthy: impl Fn(u32) -> bool,
+) -> Vec<(StreamId, u32)> {
+    let live: Vec<u32> = state
+        .open_brokers()
+        .into_iter()
+        .filter(|b| healthy(*b))
+        .collect();
     let busy = state
         .streams
         .values()

@@ -10,7 +10,7 @@ pub struct Record {
     /// What changed.
     #[prost(
         oneof = "Kind",
-        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17"
+        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18"
     )]
     pub kind: Option<Kind>,
 }
@@ -70,6 +70,20 @@ pub enum Kind {
     /// A partition's stream is to move to another broker (0: the move is cancelled).
     #[prost(message, tag = "17")]
     StreamMoveRequested(StreamMoveRequested),
+    /// A broker is being drained: nothing is placed or balanced onto it until it registers again.
+    #[prost(message, tag = "18")]
+    BrokerDrained(BrokerDrained),
+}
+
+/// A broker drained of its partitions.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct BrokerDrained {
+    /// Its node id.
+    #[prost(uint32, tag = "1")]
+    pub node_id: u32,
+    /// The incarnation drained.
+    #[prost(uint64, tag = "2")]
+    pub epoch: u64,
 }
 
 /// A broker's registration.

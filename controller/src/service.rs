@@ -286,7 +286,18 @@ impl Role {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        let moves = c.read(|s| crate::cluster::plan_balance(s, &loads));
+        // Only brokers heard from within half the session timeout take part.
+        let healthy: HashMap<u32, Instant> = self
+            .heartbeats
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let recent = self.config.session_timeout / 2;
+        let moves = c.read(|s| {
+            crate::cluster::plan_balance(s, &loads, |b| {
+                healthy.get(&b).is_some_and(|t| t.elapsed() <= recent)
+            })
+        });
         for (stream, target) in moves {
             tracing::info!(%stream, target, "balancing: moving a partition");
             c.reassign(stream, target).await?;

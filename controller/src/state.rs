@@ -11,9 +11,9 @@ use weir_common::{Epoch, ObjectId, Offset, StreamId};
 use weir_storage::{ObjectDescriptor, ObjectKind, ObjectSlice, StreamDescriptor};
 
 use crate::records::{
-    BrokerFenced, BrokerRegistered, CommittedObject, CommittedRange, ControllerElected, Counters,
-    Kind, ObjectIdFence, ObjectsCommitted, ObjectsCompacted, Record, StreamAssigned, StreamCreated,
-    StreamMoveRequested, StreamOpened, StreamTrimmed, TopicCreated,
+    BrokerDrained, BrokerFenced, BrokerRegistered, CommittedObject, CommittedRange,
+    ControllerElected, Counters, Kind, ObjectIdFence, ObjectsCommitted, ObjectsCompacted, Record,
+    StreamAssigned, StreamCreated, StreamMoveRequested, StreamOpened, StreamTrimmed, TopicCreated,
 };
 
 /// A topic.
@@ -81,6 +81,8 @@ pub struct Broker {
     pub wal: String,
     /// Declared dead: it owns nothing and serves nothing until it registers again.
     pub fenced: bool,
+    /// Drained (before a stop): nothing is placed or balanced onto it until it registers again.
+    pub drained: bool,
 }
 
 /// The whole cluster metadata.
@@ -241,6 +243,7 @@ impl State {
                             controller: b.controller,
                             wal: b.wal.clone(),
                             fenced: false,
+                            drained: false,
                         },
                     );
                 }
@@ -250,6 +253,13 @@ impl State {
                     && broker.epoch == f.epoch
                 {
                     broker.fenced = true;
+                }
+            }
+            Kind::BrokerDrained(d) => {
+                if let Some(broker) = self.brokers.get_mut(&d.node_id)
+                    && broker.epoch == d.epoch
+                {
+                    broker.drained = true;
                 }
             }
             Kind::ControllerElected(c) => {
@@ -347,6 +357,15 @@ impl State {
             if b.fenced {
                 records.push(
                     Kind::BrokerFenced(BrokerFenced {
+                        node_id: b.node_id,
+                        epoch: b.epoch,
+                    })
+                    .into(),
+                );
+            }
+            if b.drained {
+                records.push(
+                    Kind::BrokerDrained(BrokerDrained {
                         node_id: b.node_id,
                         epoch: b.epoch,
                     })

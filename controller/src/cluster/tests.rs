@@ -42,7 +42,7 @@ fn cluster(brokers: &[u32], owners: &[u32]) -> State {
 #[test]
 fn a_new_broker_gets_its_share_and_a_balanced_cluster_stays_put() {
     let s = cluster(&[1, 2, 3], &[1, 1, 1, 2, 2, 2]);
-    let moves = plan_balance(&s, &HashMap::new());
+    let moves = plan_balance(&s, &HashMap::new(), |_| true);
     assert_eq!(moves.len(), 2, "{moves:?}");
     assert!(moves.iter().all(|(_, to)| *to == 3), "{moves:?}");
     let mut from: Vec<u64> = moves.iter().map(|(s, _)| s.get() / 3).collect();
@@ -50,10 +50,10 @@ fn a_new_broker_gets_its_share_and_a_balanced_cluster_stays_put() {
     assert_eq!(from, [0, 1], "one from each loaded broker: {moves:?}");
 
     let balanced = cluster(&[1, 2, 3], &[1, 2, 3, 1, 2, 3]);
-    assert!(plan_balance(&balanced, &HashMap::new()).is_empty());
+    assert!(plan_balance(&balanced, &HashMap::new(), |_| true).is_empty());
     // 7 partitions on 3 brokers cannot be closer than 3-2-2: no moves back and forth.
     let uneven = cluster(&[1, 2, 3], &[1, 2, 3, 1, 2, 3, 1]);
-    assert!(plan_balance(&uneven, &HashMap::new()).is_empty());
+    assert!(plan_balance(&uneven, &HashMap::new(), |_| true).is_empty());
 }
 
 #[test]
@@ -61,11 +61,11 @@ fn traffic_outweighs_partition_counts() {
     // Broker 1 has one busy partition, broker 2 five idle ones: the busy one stays alone.
     let s = cluster(&[1, 2], &[1, 2, 2, 2, 2, 2]);
     let loads = HashMap::from([(StreamId(0), 10_000_000)]);
-    assert!(plan_balance(&s, &loads).is_empty());
+    assert!(plan_balance(&s, &loads, |_| true).is_empty());
     // Two busy partitions on broker 1: one moves to the idle broker 2.
     let s = cluster(&[1, 2], &[1, 1, 2]);
     let loads = HashMap::from([(StreamId(0), 5_000_000), (StreamId(1), 5_000_000)]);
-    let moves = plan_balance(&s, &loads);
+    let moves = plan_balance(&s, &loads, |_| true);
     assert_eq!(moves.len(), 1, "{moves:?}");
     assert_eq!(moves[0].1, 2);
 }
@@ -80,7 +80,7 @@ fn no_balancing_while_a_move_or_a_failover_is_under_way() {
         })
         .into(),
     );
-    assert!(plan_balance(&s, &HashMap::new()).is_empty());
+    assert!(plan_balance(&s, &HashMap::new(), |_| true).is_empty());
     let mut s = cluster(&[1, 2, 3], &[1, 1, 1, 2, 2, 2]);
     s.apply(
         &Kind::BrokerFenced(BrokerFenced {
@@ -89,7 +89,7 @@ fn no_balancing_while_a_move_or_a_failover_is_under_way() {
         })
         .into(),
     );
-    assert!(plan_balance(&s, &HashMap::new()).is_empty());
+    assert!(plan_balance(&s, &HashMap::new(), |_| true).is_empty());
 }
 
 #[test]
@@ -108,8 +108,33 @@ fn moves_spread_each_topic() {
     for stream in 3..6 {
         s.apply(&Kind::StreamAssigned(StreamAssigned { stream, owner: 1 }).into());
     }
-    let moves = plan_balance(&s, &HashMap::new());
+    let moves = plan_balance(&s, &HashMap::new(), |_| true);
     assert_eq!(moves.len(), 3, "{moves:?}");
     let of_t = moves.iter().filter(|(s, _)| s.get() < 3).count();
     assert!((1..=2).contains(&of_t), "both topics spread: {moves:?}");
+}
+
+#[test]
+fn drained_and_silent_brokers_take_nothing() {
+    let mut s = cluster(&[1, 2, 3], &[1, 1, 1, 2, 2, 2]);
+    assert!(
+        plan_balance(&s, &HashMap::new(), |b| b != 3).is_empty(),
+        "3 is silent"
+    );
+    s.apply(
+        &Kind::BrokerDrained(BrokerDrained {
+            node_id: 3,
+            epoch: 1,
+        })
+        .into(),
+    );
+    assert!(
+        plan_balance(&s, &HashMap::new(), |_| true).is_empty(),
+        "3 is drained"
+    );
+    assert_eq!(
+        s.place(4),
+        [1, 2, 1, 2],
+        "new partitions avoid the drained broker"
+    );
 }
