@@ -1,0 +1,291 @@
+//! `cluster-bench`: partition moves and broker failover on a Weir cluster, measured as a client
+//! sees them. A probe producer (acks=all, no batching) sends a small record to each partition every
+//! few milliseconds; unavailability is the longest gap between successful acknowledgements around
+//! an event.
+//!
+//! - `cluster-bench moves --bootstrap B --admin HOST:PORT --topic T --partition P --moves 100`:
+//!   moves partition P to another broker (`POST /v1/cluster/reassign`), waits until the new owner
+//!   holds it, pauses, repeats; reports the move time (request to new owner recorded) and the
+//!   producer's unavailability, p50/p99/max.
+//! - `cluster-bench failover --bootstrap B --admin HOST:PORT --topic T --kill-pid PID`: probes every
+//!   partition, kills the broker `PID` with SIGKILL, and reports how long until every partition
+//!   acknowledges writes again (the slowest partition) and the median partition.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+/// Acknowledged probes: partition → (sent, acknowledged).
+type Acks = Arc<Mutex<BTreeMap<i32, Vec<(Instant, Instant)>>>>;
+
+fn arg(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn http(admin: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    let Ok(mut conn) = TcpStream::connect(admin) else {
+        return (0, String::new());
+    };
+    let request = format!(
+        "{method} {path} HTTP/1.0\r\nHost: {admin}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = conn.write_all(request.as_bytes());
+    let mut answer = String::new();
+    let _ = conn.read_to_string(&mut answer);
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Partition → (owner, target) of `topic`, and the live brokers that may take partitions.
+fn cluster(admin: &str, topic: &str) -> (BTreeMap<i32, (u64, u64)>, Vec<u64>) {
+    let (_, body) = http(admin, "GET", "/v1/cluster", "");
+    let view: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    let partitions = view["partitions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["topic"] == topic)
+        .map(|p| {
+            (
+                p["partition"].as_i64().unwrap() as i32,
+                (p["owner"].as_u64().unwrap(), p["target"].as_u64().unwrap()),
+            )
+        })
+        .collect();
+    let brokers = view["brokers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|b| b["fenced"] == false && b["drained"] == false)
+        .map(|b| b["id"].as_u64().unwrap())
+        .collect();
+    (partitions, brokers)
+}
+
+/// Sends one small record to each of `partitions` every `every` until `stop`.
+fn spawn_probe(
+    runtime: &tokio::runtime::Runtime,
+    bootstrap: &str,
+    topic: &str,
+    partitions: Vec<i32>,
+    every: Duration,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Acks {
+    let acks: Acks = Arc::default();
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", "all")
+        .set("linger.ms", "0")
+        .set("message.timeout.ms", "60000")
+        .set("retry.backoff.ms", "10")
+        .set("retry.backoff.max.ms", "50")
+        .set("topic.metadata.refresh.fast.interval.ms", "10")
+        .create()
+        .unwrap();
+    let topic = topic.to_owned();
+    let out = acks.clone();
+    runtime.spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            tick.tick().await;
+            for &p in &partitions {
+                let producer = producer.clone();
+                let topic = topic.clone();
+                let out = out.clone();
+                tokio::spawn(async move {
+                    let sent = Instant::now();
+                    let record = FutureRecord::<(), [u8]>::to(&topic)
+                        .payload(&[0u8; 100][..])
+                        .partition(p);
+                    if producer.send(record, Duration::from_secs(60)).await.is_ok() {
+                        let acked = Instant::now();
+                        out.lock().unwrap().entry(p).or_default().push((sent, acked));
+                    }
+                });
+            }
+        }
+    });
+    acks
+}
+
+/// The longest gap between consecutive acknowledgements of `partition` within `[from, to]`.
+fn longest_gap(acks: &Acks, partition: i32, from: Instant, to: Instant) -> Duration {
+    let acks = acks.lock().unwrap();
+    let mut times: Vec<Instant> = acks
+        .get(&partition)
+        .into_iter()
+        .flatten()
+        .map(|(_, acked)| *acked)
+        .filter(|t| *t >= from && *t <= to)
+        .collect();
+    times.sort();
+    times
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or(to - from)
+}
+
+fn percentiles(mut values: Vec<Duration>) -> String {
+    values.sort();
+    let at = |q: f64| {
+        let i = ((values.len() as f64 - 1.0) * q).round() as usize;
+        values[i].as_secs_f64() * 1000.0
+    };
+    format!(
+        "p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms (n={})",
+        at(0.5),
+        at(0.99),
+        at(1.0),
+        values.len()
+    )
+}
+
+fn moves(args: &[String]) {
+    let bootstrap = arg(args, "--bootstrap").expect("--bootstrap");
+    let admin = arg(args, "--admin").expect("--admin HOST:PORT");
+    let topic = arg(args, "--topic").expect("--topic");
+    let partition: i32 = arg(args, "--partition").map_or(0, |p| p.parse().unwrap());
+    let count: usize = arg(args, "--moves").map_or(100, |p| p.parse().unwrap());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let acks = spawn_probe(
+        &runtime,
+        &bootstrap,
+        &topic,
+        vec![partition],
+        Duration::from_millis(2),
+        stop.clone(),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let mut move_times = Vec::new();
+    let mut gaps = Vec::new();
+    for i in 0..count {
+        let (partitions, brokers) = cluster(&admin, &topic);
+        let owner = partitions[&partition].0;
+        let target = *brokers
+            .iter()
+            .find(|b| **b != owner && (i % 2 == 0 || **b > owner))
+            .or_else(|| brokers.iter().find(|b| **b != owner))
+            .expect("another broker");
+        let before = Instant::now();
+        let body = format!(r#"{{"topic":"{topic}","partition":{partition},"broker":{target}}}"#);
+        let (status, answer) = http(&admin, "POST", "/v1/cluster/reassign", &body);
+        assert_eq!(status, 200, "reassign: {answer}");
+        loop {
+            let (partitions, _) = cluster(&admin, &topic);
+            if partitions[&partition] == (target, 0) {
+                break;
+            }
+            assert!(before.elapsed() < Duration::from_secs(30), "move {i} did not finish");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        move_times.push(before.elapsed());
+        // Let the probe find the new leader and settle before the next move.
+        std::thread::sleep(Duration::from_millis(1500));
+        gaps.push(longest_gap(
+            &acks,
+            partition,
+            before - Duration::from_millis(100),
+            Instant::now(),
+        ));
+        eprintln!(
+            "move {i}: {owner} -> {target} in {:?}, longest gap {:?}",
+            move_times[i], gaps[i]
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    println!("moves of {topic}/{partition}: {count}");
+    println!("move time (request to new owner): {}", percentiles(move_times));
+    println!("producer unavailability (longest gap between acks): {}", percentiles(gaps));
+}
+
+fn failover(args: &[String]) {
+    let bootstrap = arg(args, "--bootstrap").expect("--bootstrap");
+    let admin = arg(args, "--admin").expect("--admin HOST:PORT");
+    let topic = arg(args, "--topic").expect("--topic");
+    let pid = arg(args, "--kill-pid").expect("--kill-pid");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (partitions, _) = cluster(&admin, &topic);
+    let all: Vec<i32> = partitions.keys().copied().collect();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let acks = spawn_probe(
+        &runtime,
+        &bootstrap,
+        &topic,
+        all.clone(),
+        Duration::from_millis(10),
+        stop.clone(),
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let killed = Instant::now();
+    std::process::Command::new("kill")
+        .args(["-9", &pid])
+        .status()
+        .unwrap();
+    // Each partition: time from the kill to the first acknowledgement of a record sent after it.
+    let deadline = killed + Duration::from_secs(120);
+    let mut back: BTreeMap<i32, Duration> = BTreeMap::new();
+    while back.len() < all.len() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        let acks = acks.lock().unwrap();
+        for p in &all {
+            if back.contains_key(p) {
+                continue;
+            }
+            if let Some((_, acked)) = acks
+                .get(p)
+                .into_iter()
+                .flatten()
+                .filter(|(sent, _)| *sent > killed)
+                .min_by_key(|(_, acked)| *acked)
+            {
+                back.insert(*p, *acked - killed);
+            }
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (after, _) = cluster(&admin, &topic);
+    let moved = partitions
+        .iter()
+        .filter(|(p, (owner, _))| after.get(p).is_some_and(|(o, _)| o != owner))
+        .count();
+    println!(
+        "failover of {topic}: {} of {} partitions served again, {moved} of them moved",
+        back.len(),
+        all.len()
+    );
+    let mut times: Vec<Duration> = back.values().copied().collect();
+    times.sort();
+    println!(
+        "kill -9 to each partition acknowledging writes again: {}",
+        percentiles(times)
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some("moves") => moves(&args),
+        Some("failover") => failover(&args),
+        _ => eprintln!("usage: cluster-bench moves|failover --bootstrap B --admin HOST:PORT --topic T ..."),
+    }
+}
