@@ -147,7 +147,24 @@ fn check(cluster: &Cluster, acked: &Acked, what: &str) {
 async fn brokers_share_partitions_and_survive_kill9_of_a_broker_and_the_controller() {
     let objects = tempfile::tempdir().unwrap();
     let url = format!("file://{}", objects.path().display());
-    let mut cluster = Cluster::new(env!("CARGO_BIN_EXE_weir").as_ref(), &url, &env());
+    share_and_survive(&url, &env()).await;
+}
+
+/// The same on a real S3 server (SeaweedFS), when `WEIR_S3_TESTS=1`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_on_s3_survives_kill9_of_a_broker_and_the_controller() {
+    if !weir_tests::s3::enabled("cluster::a_cluster_on_s3") {
+        return;
+    }
+    let s3 = weir_tests::s3::S3Server::start();
+    let url = format!("s3://{}/cluster", weir_tests::s3::BUCKET);
+    let mut env = env();
+    env.extend(s3.env());
+    share_and_survive(&url, &env).await;
+}
+
+async fn share_and_survive(url: &str, env: &[(String, String)]) {
+    let mut cluster = Cluster::new(env!("CARGO_BIN_EXE_weir").as_ref(), url, env);
     cluster.start(1, true);
     cluster.start(2, true);
     cluster.start(3, false);

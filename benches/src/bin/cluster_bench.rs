@@ -117,7 +117,11 @@ fn spawn_probe(
                         .partition(p);
                     if producer.send(record, Duration::from_secs(60)).await.is_ok() {
                         let acked = Instant::now();
-                        out.lock().unwrap().entry(p).or_default().push((sent, acked));
+                        out.lock()
+                            .unwrap()
+                            .entry(p)
+                            .or_default()
+                            .push((sent, acked));
                     }
                 });
             }
@@ -195,7 +199,10 @@ fn moves(args: &[String]) {
             if partitions[&partition] == (target, 0) {
                 break;
             }
-            assert!(before.elapsed() < Duration::from_secs(30), "move {i} did not finish");
+            assert!(
+                before.elapsed() < Duration::from_secs(30),
+                "move {i} did not finish"
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
         move_times.push(before.elapsed());
@@ -214,8 +221,14 @@ fn moves(args: &[String]) {
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     println!("moves of {topic}/{partition}: {count}");
-    println!("move time (request to new owner): {}", percentiles(move_times));
-    println!("producer unavailability (longest gap between acks): {}", percentiles(gaps));
+    println!(
+        "move time (request to new owner): {}",
+        percentiles(move_times)
+    );
+    println!(
+        "producer unavailability (longest gap between acks): {}",
+        percentiles(gaps)
+    );
 }
 
 fn failover(args: &[String]) {
@@ -286,6 +299,8 @@ fn main() {
     match args.get(1).map(String::as_str) {
         Some("moves") => moves(&args),
         Some("failover") => failover(&args),
-        _ => eprintln!("usage: cluster-bench moves|failover --bootstrap B --admin HOST:PORT --topic T ..."),
+        _ => eprintln!(
+            "usage: cluster-bench moves|failover --bootstrap B --admin HOST:PORT --topic T ..."
+        ),
     }
 }
