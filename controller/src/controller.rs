@@ -486,26 +486,13 @@ impl StreamMetadata for Controller {
         from: Offset,
         limit: usize,
     ) -> Result<Vec<ObjectSlice>, MetadataError> {
-        self.read(|s| {
-            let stream = s
-                .streams
-                .get(&stream)
-                .ok_or(MetadataError::UnknownStream(stream))?;
-            Ok(weir_storage::slices_from(&stream.slices, from, limit))
-        })
+        self.read(|s| s.find_slices(stream, from, limit))
     }
 
     async fn object_streams(
         &self,
         objects: &[ObjectId],
     ) -> Result<BTreeMap<ObjectId, std::collections::BTreeSet<StreamId>>, MetadataError> {
-        Ok(self.read(|s| {
-            weir_storage::streams_of_objects(
-                objects,
-                s.streams
-                    .iter()
-                    .map(|(id, st)| (*id, st.start, st.slices.as_slice())),
-            )
-        }))
+        Ok(self.read(|s| s.object_streams(objects)))
     }
 }

@@ -8,7 +8,7 @@
 //! because the controller moved or is down are retried against the controller the log names, for up
 //! to `call_timeout`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
@@ -590,26 +590,13 @@ impl StreamMetadata for RemoteController {
         from: Offset,
         limit: usize,
     ) -> Result<Vec<ObjectSlice>, MetadataError> {
-        self.read(|s| {
-            let st = s
-                .streams
-                .get(&stream)
-                .ok_or(MetadataError::UnknownStream(stream))?;
-            Ok(weir_storage::slices_from(&st.slices, from, limit))
-        })
+        self.read(|s| s.find_slices(stream, from, limit))
     }
 
     async fn object_streams(
         &self,
         objects: &[ObjectId],
-    ) -> Result<BTreeMap<ObjectId, BTreeSet<StreamId>>, MetadataError> {
-        Ok(self.read(|s| {
-            weir_storage::streams_of_objects(
-                objects,
-                s.streams
-                    .iter()
-                    .map(|(id, st)| (*id, st.start, st.slices.as_slice())),
-            )
-        }))
+    ) -> Result<BTreeMap<ObjectId, std::collections::BTreeSet<StreamId>>, MetadataError> {
+        Ok(self.read(|s| s.object_streams(objects)))
     }
 }

@@ -536,6 +536,34 @@ impl State {
         start.filter(|s| *s > stream.start)
     }
 
+    /// [`weir_storage::StreamMetadata::find_objects`] over this state: up to `limit` slices of
+    /// `stream` from the one holding `from`.
+    pub fn find_slices(
+        &self,
+        stream: StreamId,
+        from: Offset,
+        limit: usize,
+    ) -> Result<Vec<ObjectSlice>, weir_storage::MetadataError> {
+        let st = self
+            .streams
+            .get(&stream)
+            .ok_or(weir_storage::MetadataError::UnknownStream(stream))?;
+        Ok(weir_storage::slices_from(&st.slices, from, limit))
+    }
+
+    /// [`weir_storage::StreamMetadata::object_streams`] over this state.
+    pub fn object_streams(
+        &self,
+        objects: &[ObjectId],
+    ) -> BTreeMap<ObjectId, std::collections::BTreeSet<StreamId>> {
+        weir_storage::streams_of_objects(
+            objects,
+            self.streams
+                .iter()
+                .map(|(id, st)| (*id, st.start, st.slices.as_slice())),
+        )
+    }
+
     /// The topic with this id.
     pub fn topic_by_id(&self, id: Uuid) -> Option<&Topic> {
         self.topics.values().find(|t| t.id == id)
