@@ -38,8 +38,13 @@ pub struct ServeConfig {
     pub max_frame_bytes: u32,
     /// Most simultaneous client connections. Default 10000.
     pub max_connections: u32,
-    /// Requests read ahead of the one being served, per connection. Default 16.
+    /// Requests read ahead or waiting for durability, per connection. Default 1024: librdkafka
+    /// sends one Produce request per partition, and with the object WAL a connection serves at
+    /// most this many per flush interval.
     pub max_in_flight_requests: u32,
+    /// Bytes of request frames read ahead or waiting for durability, per connection. Default
+    /// 64 MiB.
+    pub max_in_flight_bytes: u32,
     /// Largest record batch accepted (Kafka's `message.max.bytes`). Default 1 MiB + 12 bytes.
     pub max_message_bytes: u32,
     /// Partitions of `__consumer_offsets`, fixed when it is first created. Default 50, as Kafka.
@@ -130,7 +135,8 @@ impl Default for ServeConfig {
             default_partitions: 1,
             max_frame_bytes: 100 << 20,
             max_connections: 10_000,
-            max_in_flight_requests: 16,
+            max_in_flight_requests: 1024,
+            max_in_flight_bytes: 64 << 20,
             max_message_bytes: (1 << 20) + 12,
             offsets_topic_partitions: 50,
             group_initial_rebalance_delay_ms: 3000,
@@ -236,6 +242,9 @@ impl ServeConfig {
             anyhow::bail!(
                 "invalid setting max_in_flight_requests / max_connections: must be positive"
             );
+        }
+        if self.max_in_flight_bytes == 0 {
+            anyhow::bail!("invalid setting max_in_flight_bytes: must be positive");
         }
         Ok(())
     }

@@ -1,12 +1,18 @@
 //! One client connection: frames in, responses out, in request order.
 //!
-//! A reader task reads length-prefixed frames (refusing any above `max_frame_bytes`) into a bounded
-//! queue of `max_in_flight_requests`; this task serves them in order and writes the responses in
-//! order. Requests are processed one at a time, like Kafka does, with one exception: consecutive
-//! Produce requests are pipelined. Each is validated and its batches queued in the WAL (offsets
-//! assigned) before the next one starts, but the wait for durability overlaps, so pipelined
-//! requests share a group commit instead of paying one fsync each. Any other request first waits
-//! for the Produce requests before it. Anything that cannot be parsed closes this connection only.
+//! A reader task reads length-prefixed frames (refusing any above `max_frame_bytes`) ahead of the
+//! one being served; this task serves them in order and writes the responses in order. Requests
+//! are processed one at a time, like Kafka does, with one exception: consecutive Produce requests
+//! are pipelined. Each is validated and its batches queued in the WAL (offsets assigned) before the
+//! next one starts, but the wait for durability overlaps, so pipelined requests share a group
+//! commit instead of paying one fsync or object PUT each. Any other request first waits for the
+//! Produce requests before it. Anything that cannot be parsed closes this connection only.
+//!
+//! What a connection holds is bounded twice: at most `max_in_flight_requests` requests read ahead
+//! or waiting for durability, and at most `max_in_flight_bytes` of their frames (the reader waits
+//! for room before it allocates a frame). The count must be large: librdkafka sends one Produce
+//! request per partition, so with the object WAL (a PUT every `object_wal.flush_interval_ms`)
+//! a connection serves at most `max_in_flight_requests` requests per flush interval.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,7 +26,7 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::api;
 use crate::node::Node;
@@ -38,10 +44,19 @@ enum Outcome {
 pub(crate) async fn serve(node: Arc<Node>, socket: TcpStream, peer: SocketAddr) {
     let _ = socket.set_nodelay(true);
     let (reader, writer) = socket.into_split();
-    let queue = usize::try_from(node.config.max_in_flight_requests).unwrap_or(16);
-    let (tx, mut rx) = mpsc::channel::<Bytes>(queue);
-    let max_frame = node.config.max_frame_bytes;
-    let reader = tokio::spawn(read_frames(reader, tx, max_frame, peer));
+    let queue = usize::try_from(node.config.max_in_flight_requests).unwrap_or(1024);
+    let (tx, mut rx) = mpsc::channel::<Frame>(queue);
+    let budget = Arc::new(Semaphore::new(
+        usize::try_from(node.config.max_in_flight_bytes).unwrap_or(usize::MAX >> 4),
+    ));
+    let reader = tokio::spawn(read_frames(
+        reader,
+        tx,
+        node.config.max_frame_bytes,
+        budget,
+        node.config.max_in_flight_bytes,
+        peer,
+    ));
     let mut writer = BufWriter::new(writer);
     let client = api::Client { peer };
     // Produce requests waiting for durability, in request order.
@@ -55,7 +70,7 @@ pub(crate) async fn serve(node: Arc<Node>, socket: TcpStream, peer: SocketAddr) 
                 }
             }
             frame = rx.recv(), if in_flight.len() < queue => {
-                let Some(frame) = frame else { break 'serve };
+                let Some(Frame { bytes: frame, room }) = frame else { break 'serve };
                 if !is_produce(&frame) {
                     // Every earlier Produce completes (and is answered) first.
                     while let Some(outcome) = in_flight.next().await {
@@ -65,8 +80,14 @@ pub(crate) async fn serve(node: Arc<Node>, socket: TcpStream, peer: SocketAddr) 
                     }
                 }
                 match process(&node, &client, frame).await {
-                    Outcome::Later(pending) => in_flight.push_back(pending),
+                    // The frame's room in the budget is given back once it is answered.
+                    Outcome::Later(pending) => in_flight.push_back(Box::pin(async move {
+                        let outcome = pending.await;
+                        drop(room);
+                        outcome
+                    })),
                     outcome => {
+                        drop(room);
                         while let Some(earlier) = in_flight.next().await {
                             if !respond(&mut writer, peer, earlier).await {
                                 break 'serve;
@@ -122,10 +143,18 @@ async fn respond(
     }
 }
 
+/// A request frame and its room in the connection's byte budget.
+struct Frame {
+    bytes: Bytes,
+    room: OwnedSemaphorePermit,
+}
+
 async fn read_frames(
     mut reader: OwnedReadHalf,
-    tx: mpsc::Sender<Bytes>,
+    tx: mpsc::Sender<Frame>,
     max_frame: u32,
+    budget: Arc<Semaphore>,
+    max_in_flight_bytes: u32,
     peer: SocketAddr,
 ) {
     loop {
@@ -137,12 +166,24 @@ async fn read_frames(
             tracing::warn!(%peer, len, max_frame, "request frame too large; closing connection");
             return;
         }
+        // A frame larger than the whole budget waits until it is alone.
+        let Ok(room) = budget
+            .clone()
+            .acquire_many_owned(len.clamp(1, max_in_flight_bytes))
+            .await
+        else {
+            return;
+        };
         let mut frame = BytesMut::zeroed(len as usize);
         if reader.read_exact(&mut frame).await.is_err() {
             tracing::debug!(%peer, len, "connection closed mid-frame");
             return;
         }
-        if tx.send(frame.freeze()).await.is_err() {
+        let frame = Frame {
+            bytes: frame.freeze(),
+            room,
+        };
+        if tx.send(frame).await.is_err() {
             return;
         }
     }

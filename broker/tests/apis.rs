@@ -173,6 +173,24 @@ async fn offset_for_leader_epoch_follows_the_epoch_history() {
 /// Requests sent back to back are answered in order; Produce with acks=0 gets no answer at all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_requests_are_answered_in_order_and_acks_0_is_silent() {
+    pipelined(InProcess::start().await).await;
+}
+
+/// The same with a connection budget smaller than one request (`max_in_flight_bytes`) and two
+/// requests in flight: every request still gets its answer, in order, one after the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_larger_than_the_connection_budget_are_served_one_by_one() {
+    pipelined(
+        InProcess::start_with(|c| {
+            c.max_in_flight_bytes = 16;
+            c.max_in_flight_requests = 2;
+        })
+        .await,
+    )
+    .await;
+}
+
+async fn pipelined(node: InProcess) {
     use bytes::{Buf, BufMut, BytesMut};
     use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
     use kafka_protocol::messages::{
@@ -200,7 +218,6 @@ async fn pipelined_requests_are_answered_in_order_and_acks_0_is_silent() {
         out
     }
 
-    let node = InProcess::start().await;
     node.server
         .node()
         .create_topic("quiet", 1, BTreeMap::new())

@@ -19,7 +19,26 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::producer::{FutureProducer, FutureRecord};
+
+/// Prints librdkafka's log with the wall-clock time, so that a run with `CLUSTER_BENCH_DEBUG`
+/// (librdkafka `debug` contexts, e.g. `broker,topic,metadata`) lines up with the brokers' logs.
+struct StderrLog;
+
+impl ClientContext for StderrLog {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        eprintln!(
+            "{}.{:03} {level:?} {fac} {log_message}",
+            now.as_secs(),
+            now.subsec_millis()
+        );
+    }
+}
 
 /// Acknowledged probes: partition → (sent, acknowledged).
 type Acks = Arc<Mutex<BTreeMap<i32, Vec<(Instant, Instant)>>>>;
@@ -90,16 +109,19 @@ fn spawn_probe(
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) -> Acks {
     let acks: Acks = Arc::default();
-    let producer: FutureProducer = ClientConfig::new()
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", bootstrap)
         .set("acks", "all")
         .set("linger.ms", "0")
         .set("message.timeout.ms", "60000")
         .set("retry.backoff.ms", "10")
         .set("retry.backoff.max.ms", "50")
-        .set("topic.metadata.refresh.fast.interval.ms", "10")
-        .create()
-        .unwrap();
+        .set("topic.metadata.refresh.fast.interval.ms", "10");
+    if let Ok(debug) = std::env::var("CLUSTER_BENCH_DEBUG") {
+        config.set("debug", debug).set_log_level(RDKafkaLogLevel::Debug);
+    }
+    let producer: FutureProducer<StderrLog> = config.create_with_context(StderrLog).unwrap();
     let topic = topic.to_owned();
     let out = acks.clone();
     runtime.spawn(async move {
@@ -250,6 +272,10 @@ fn failover(args: &[String]) {
     );
     std::thread::sleep(Duration::from_secs(3));
     let killed = Instant::now();
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    eprintln!("kill -9 {pid} at {}.{:03}", wall.as_secs(), wall.subsec_millis());
     std::process::Command::new("kill")
         .args(["-9", &pid])
         .status()
@@ -286,6 +312,10 @@ fn failover(args: &[String]) {
         back.len(),
         all.len()
     );
+    for (p, took) in &back {
+        let owner = partitions.get(p).map_or(0, |(owner, _)| *owner);
+        eprintln!("partition {p} (led by {owner} before the kill): back after {took:?}");
+    }
     let mut times: Vec<Duration> = back.values().copied().collect();
     times.sort();
     println!(
