@@ -317,6 +317,50 @@ impl Controller {
 /// What every partition weighs beyond its traffic (bytes per second), so idle partitions spread too.
 const PARTITION_FLOOR: u64 = 1000;
 
+/// Each partition's traffic as the balancer weighs it: an exponentially weighted moving average of
+/// the rates its owners report (every heartbeat, over the second before), with time constant
+/// `horizon`. One-second rates are noisy: a producer with sticky partitioning sends a few batches
+/// per partition per second, so a balancer reading them raw sees a new 10% imbalance every round
+/// and moves partitions back and forth. The average belongs to the partition, not to its owner,
+/// so it survives a move.
+#[derive(Debug)]
+pub(crate) struct Loads {
+    horizon: std::time::Duration,
+    rates: HashMap<StreamId, (f64, std::time::Instant)>,
+}
+
+impl Loads {
+    /// No reports yet; averages over about `horizon`.
+    pub(crate) fn new(horizon: std::time::Duration) -> Loads {
+        Loads {
+            horizon: horizon.max(std::time::Duration::from_millis(1)),
+            rates: HashMap::new(),
+        }
+    }
+
+    /// One reported rate of `stream` (bytes per second), taken at `now`.
+    pub(crate) fn record(&mut self, stream: StreamId, bytes_per_s: u64, now: std::time::Instant) {
+        let sample = bytes_per_s as f64;
+        self.rates
+            .entry(stream)
+            .and_modify(|(rate, at)| {
+                let dt = now.saturating_duration_since(*at).as_secs_f64();
+                let alpha = 1.0 - (-dt / self.horizon.as_secs_f64()).exp();
+                *rate += alpha * (sample - *rate);
+                *at = now;
+            })
+            .or_insert((sample, now));
+    }
+
+    /// The average rate of every reported stream.
+    pub(crate) fn snapshot(&self) -> HashMap<StreamId, u64> {
+        self.rates
+            .iter()
+            .map(|(s, (rate, _))| (*s, rate.round() as u64))
+            .collect()
+    }
+}
+
 /// The balancer's moves (DESIGN.md 6): from the most to the least loaded live broker, while the most
 /// loaded is more than 10% above the average and a move makes the pair better balanced; at most three
 /// at a time, none while a move is under way or a fenced broker still owns partitions. `loads` are

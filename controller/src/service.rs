@@ -71,8 +71,8 @@ pub struct Role {
     heartbeats: Mutex<HashMap<u32, Instant>>,
     /// When garbage was last collected.
     last_gc: Mutex<Option<Instant>>,
-    /// The latest bytes per second of each stream, as its owner reported it.
-    loads: Mutex<HashMap<StreamId, u64>>,
+    /// Each stream's bytes per second, averaged over reports (the balancer's weights).
+    loads: Mutex<crate::cluster::Loads>,
     /// When the balancer last looked.
     last_balance: Mutex<Option<Instant>>,
 }
@@ -80,13 +80,16 @@ pub struct Role {
 impl Role {
     /// A standby controller role over the metadata in `store`.
     pub fn new(store: Arc<dyn ObjectStore>, config: RoleConfig) -> Arc<Role> {
+        // Loads averaged over two balancer rounds: steady enough not to chase noise, recent
+        // enough to follow a shift in traffic within a few rounds.
+        let horizon = config.balance_interval.unwrap_or_default() * 2;
         Arc::new(Role {
             config,
             store,
             active: RwLock::new(None),
             heartbeats: Mutex::new(HashMap::new()),
             last_gc: Mutex::new(None),
-            loads: Mutex::new(HashMap::new()),
+            loads: Mutex::new(crate::cluster::Loads::new(horizon)),
             last_balance: Mutex::new(None),
         })
     }
@@ -285,7 +288,7 @@ impl Role {
             .loads
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+            .snapshot();
         // Only brokers heard from within half the session timeout take part.
         let healthy: HashMap<u32, Instant> = self
             .heartbeats
@@ -392,8 +395,9 @@ impl pb::controller_server::Controller for Service {
                 .loads
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
+            let now = Instant::now();
             for l in &r.loads {
-                loads.insert(StreamId(l.stream), l.bytes_per_s);
+                loads.record(StreamId(l.stream), l.bytes_per_s, now);
             }
         }
         let (controller, term) = c.read(|s| {

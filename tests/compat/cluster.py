@@ -57,7 +57,7 @@ class Mover(threading.Thread):
                 topic, partition = self.partitions[turn % len(self.partitions)]
                 turn += 1
                 owner, target = owners[(topic, partition)]
-                if owner != target:
+                if target != 0:
                     continue  # still moving
                 to = live[(live.index(owner) + 1) % len(live)] if owner in live else live[0]
                 status, answer = admin_call("POST", "/v1/cluster/reassign",

@@ -44,7 +44,7 @@ function mover(partitions, every, check) {
         const live = view.brokers.filter((b) => !b.fenced && !b.drained).map((b) => b.id).sort();
         const [topic, partition] = partitions[turn++ % partitions.length];
         const p = view.partitions.find((x) => x.topic === topic && x.partition === partition);
-        if (p.owner !== p.target) continue; // still moving
+        if (p.target !== 0) continue; // still moving
         const i = live.indexOf(p.owner);
         const to = live[(i + 1) % live.length];
         const [status] = await adminCall("POST", "/v1/cluster/reassign", { topic, partition, broker: to });

@@ -10,6 +10,10 @@
 //! - `cluster-bench failover --bootstrap B --admin HOST:PORT --topic T --kill-pid PID`: probes every
 //!   partition, kills the broker `PID` with SIGKILL, and reports how long until every partition
 //!   acknowledges writes again (the slowest partition) and the median partition.
+//! - `cluster-bench join --admin HOST:PORT --topic T --broker N [--timeout S] [--settle S]`: waits
+//!   for broker N to join, then reports how long until the balancer has given it its share of T's
+//!   partitions (T under an even load, e.g. from `weir-bench produce --rate`), and how many of them
+//!   move again in the `--settle` seconds after (default 60).
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
@@ -119,7 +123,9 @@ fn spawn_probe(
         .set("retry.backoff.max.ms", "50")
         .set("topic.metadata.refresh.fast.interval.ms", "10");
     if let Ok(debug) = std::env::var("CLUSTER_BENCH_DEBUG") {
-        config.set("debug", debug).set_log_level(RDKafkaLogLevel::Debug);
+        config
+            .set("debug", debug)
+            .set_log_level(RDKafkaLogLevel::Debug);
     }
     let producer: FutureProducer<StderrLog> = config.create_with_context(StderrLog).unwrap();
     let topic = topic.to_owned();
@@ -275,7 +281,11 @@ fn failover(args: &[String]) {
     let wall = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    eprintln!("kill -9 {pid} at {}.{:03}", wall.as_secs(), wall.subsec_millis());
+    eprintln!(
+        "kill -9 {pid} at {}.{:03}",
+        wall.as_secs(),
+        wall.subsec_millis()
+    );
     std::process::Command::new("kill")
         .args(["-9", &pid])
         .status()
@@ -324,13 +334,92 @@ fn failover(args: &[String]) {
     );
 }
 
+/// Waits for broker `--broker` to appear in the cluster, then until it leads its share of the
+/// partitions of `--topic` (all of them written at the same rate by a load generator): every live
+/// broker leads between floor(P/N) and ceil(P/N) of them and nothing is moving. Prints both times.
+fn join(args: &[String]) {
+    let admin = arg(args, "--admin").expect("--admin HOST:PORT");
+    let topic = arg(args, "--topic").expect("--topic");
+    let broker: u64 = arg(args, "--broker")
+        .expect("--broker N")
+        .parse()
+        .expect("a broker id");
+    let timeout = Duration::from_secs(
+        arg(args, "--timeout").map_or(300, |t| t.parse().expect("--timeout in seconds")),
+    );
+    let settle = Duration::from_secs(
+        arg(args, "--settle").map_or(60, |t| t.parse().expect("--settle in seconds")),
+    );
+    let start = Instant::now();
+    let mut joined = None;
+    let mut first_partition = None;
+    let mut last = None;
+    while start.elapsed() < timeout {
+        let (partitions, live) = cluster(&admin, &topic);
+        if joined.is_none() && live.contains(&broker) {
+            joined = Some(Instant::now());
+            println!("broker {broker} joined; waiting for it to take its share of {topic}");
+        }
+        if let Some(at) = joined {
+            let mut led: BTreeMap<u64, usize> = live.iter().map(|b| (*b, 0)).collect();
+            for (owner, _) in partitions.values() {
+                *led.entry(*owner).or_default() += 1;
+            }
+            let moving = partitions.values().any(|(_, target)| *target != 0);
+            let (low, high) = (
+                partitions.len() / live.len(),
+                partitions.len().div_ceil(live.len()),
+            );
+            if last.as_ref() != Some(&led) {
+                eprintln!("{:>8.1?} partitions per broker {led:?}", at.elapsed());
+                last = Some(led.clone());
+            }
+            if first_partition.is_none() && led.get(&broker).is_some_and(|n| *n > 0) {
+                first_partition = Some(at.elapsed());
+            }
+            if !moving && led.values().all(|n| (low..=high).contains(n)) {
+                println!(
+                    "broker {broker}: first partition after {:?}, its share ({} of {} partitions; \
+                     per broker {led:?}) after {:?}",
+                    first_partition.unwrap_or_default(),
+                    led[&broker],
+                    partitions.len(),
+                    at.elapsed()
+                );
+                // Then the balancer should leave a balanced cluster alone.
+                let balanced = partitions;
+                let watch = Instant::now();
+                let mut moved = std::collections::BTreeSet::new();
+                while watch.elapsed() < settle {
+                    std::thread::sleep(Duration::from_millis(200));
+                    let (now, _) = cluster(&admin, &topic);
+                    for (p, (owner, _)) in &now {
+                        if balanced.get(p).is_some_and(|(o, _)| o != owner) {
+                            moved.insert(*p);
+                        }
+                    }
+                }
+                println!(
+                    "then {} partitions of {topic} moved in the next {settle:?}",
+                    moved.len()
+                );
+                return;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    println!("broker {broker} did not take its share within {timeout:?}");
+    std::process::exit(1);
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
         Some("moves") => moves(&args),
         Some("failover") => failover(&args),
+        Some("join") => join(&args),
         _ => eprintln!(
-            "usage: cluster-bench moves|failover --bootstrap B --admin HOST:PORT --topic T ..."
+            "usage: cluster-bench moves|failover|join --bootstrap B --admin HOST:PORT --topic T ..."
         ),
     }
 }

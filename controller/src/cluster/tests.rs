@@ -2,7 +2,7 @@ use std::collections::HashMap;
 
 use weir_common::StreamId;
 
-use super::plan_balance;
+use super::{Loads, plan_balance};
 use crate::records::*;
 use crate::state::State;
 
@@ -137,4 +137,73 @@ fn drained_and_silent_brokers_take_nothing() {
         [1, 2, 1, 2],
         "new partitions avoid the drained broker"
     );
+}
+
+/// A producer with sticky partitioning: each second, 100 batches of 20 KB, each to one of 12
+/// partitions at random (a fixed-seed generator); the bytes per partition that second.
+fn sticky_second(seed: &mut u64) -> [u64; 12] {
+    let mut bytes = [0u64; 12];
+    for _ in 0..100 {
+        *seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        bytes[((*seed >> 33) % 12) as usize] += 20_000;
+    }
+    bytes
+}
+
+#[test]
+fn averaged_loads_keep_a_balanced_cluster_still_under_noisy_traffic() {
+    let s = cluster(&[1, 2, 3], &[1, 2, 3, 1, 2, 3, 1, 2, 3, 1, 2, 3]);
+    let start = std::time::Instant::now();
+    let mut loads = Loads::new(std::time::Duration::from_secs(20));
+    let mut seed = 7;
+    let mut raw_rounds_with_moves = 0;
+    for second in 1..=120u64 {
+        let now = start + std::time::Duration::from_secs(second);
+        let rates = sticky_second(&mut seed);
+        for (stream, rate) in rates.iter().enumerate() {
+            loads.record(StreamId(stream as u64), *rate, now);
+        }
+        // One-second rates as they are: the balancer would keep moving partitions.
+        let raw: HashMap<StreamId, u64> = rates
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (StreamId(i as u64), *r))
+            .collect();
+        if !plan_balance(&s, &raw, |_| true).is_empty() {
+            raw_rounds_with_moves += 1;
+        }
+        if second >= 30 && second % 10 == 0 {
+            let averaged = loads.snapshot();
+            assert_eq!(
+                plan_balance(&s, &averaged, |_| true),
+                vec![],
+                "second {second}: {averaged:?}"
+            );
+        }
+    }
+    assert!(
+        raw_rounds_with_moves > 60,
+        "raw rates alone move partitions most rounds ({raw_rounds_with_moves} of 120)"
+    );
+}
+
+#[test]
+fn averaged_loads_follow_a_change_of_traffic() {
+    let start = std::time::Instant::now();
+    let mut loads = Loads::new(std::time::Duration::from_secs(10));
+    let at = |s: u64| start + std::time::Duration::from_secs(s);
+    loads.record(StreamId(1), 0, at(0));
+    for second in 1..=30 {
+        loads.record(StreamId(1), 1_000_000, at(second));
+    }
+    let rate = loads.snapshot()[&StreamId(1)];
+    assert!(
+        (950_000..=1_000_000).contains(&rate),
+        "three time constants later: {rate}"
+    );
+    // A report after a long silence counts for nearly everything.
+    loads.record(StreamId(1), 5, at(1000));
+    assert_eq!(loads.snapshot()[&StreamId(1)], 5);
 }
