@@ -100,8 +100,28 @@ def kp_cluster_produce_consume_through_moves():
 
     committed_seen = {}
 
+    def committed_offsets():
+        # A coordinator that moved answers NOT_COORDINATOR or COORDINATOR_LOAD_IN_PROGRESS
+        # (retriable) for a moment; never an empty answer. kafka-python 3's admin client caches
+        # coordinators for good, so a new client looks the coordinator up again.
+        nonlocal admin
+        last = None
+        for _ in range(100):
+            try:
+                if hasattr(admin, "list_group_offsets"):  # kafka-python 3
+                    return admin.list_group_offsets({group: None}).get(group, {})
+                return admin.list_consumer_group_offsets(group)
+            except Exception as e:  # noqa: BLE001 - only retriable errors are retried
+                if not getattr(e, "retriable", False):
+                    raise
+                last = e
+                time.sleep(0.1)
+                admin.close()
+                admin = KafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+        raise RuntimeError(f"committed offsets unavailable for 10 s: {last!r}")
+
     def committed_never_backwards():
-        offsets = admin.list_consumer_group_offsets(group)
+        offsets = committed_offsets()
         for tp, meta in offsets.items():
             before = committed_seen.get(tp.partition, -1)
             assert meta.offset >= before, f"committed offset of {tp} went back {before} -> {meta.offset}"

@@ -74,8 +74,20 @@ async function kjsClusterProduceConsumeThroughMoves() {
   await admin.createTopics({ topics: [{ topic, numPartitions: partitions }], waitForLeaders: true });
 
   const committedSeen = new Map();
+  // A coordinator that moved answers NOT_COORDINATOR or COORDINATOR_LOAD_IN_PROGRESS (retriable)
+  // for a moment, which KafkaJS's admin passes on; never an empty answer.
+  const fetchOffsets = async () => {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await admin.fetchOffsets({ groupId, topics: [topic] });
+      } catch (e) {
+        if (!e.retriable || attempt >= 100) throw e;
+        await sleep(100);
+      }
+    }
+  };
   const committedNeverBackwards = async () => {
-    const [entry] = await admin.fetchOffsets({ groupId, topics: [topic] });
+    const [entry] = await fetchOffsets();
     for (const { partition, offset } of entry ? entry.partitions : []) {
       const before = committedSeen.get(partition) ?? -1;
       assert(Number(offset) >= before, `committed offset of ${partition} went back ${before} -> ${offset}`);

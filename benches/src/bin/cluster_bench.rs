@@ -177,6 +177,9 @@ fn longest_gap(acks: &Acks, partition: i32, from: Instant, to: Instant) -> Durat
 }
 
 fn percentiles(mut values: Vec<Duration>) -> String {
+    if values.is_empty() {
+        return "none".into();
+    }
     values.sort();
     let at = |q: f64| {
         let i = ((values.len() as f64 - 1.0) * q).round() as usize;
@@ -313,24 +316,34 @@ fn failover(args: &[String]) {
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (after, _) = cluster(&admin, &topic);
-    let moved = partitions
+    let moved: Vec<i32> = partitions
         .iter()
         .filter(|(p, (owner, _))| after.get(p).is_some_and(|(o, _)| o != owner))
-        .count();
+        .map(|(p, _)| *p)
+        .collect();
     println!(
-        "failover of {topic}: {} of {} partitions served again, {moved} of them moved",
+        "failover of {topic}: {} of {} partitions served again, {} of them moved",
         back.len(),
-        all.len()
+        all.len(),
+        moved.len()
     );
     for (p, took) in &back {
         let owner = partitions.get(p).map_or(0, |(owner, _)| *owner);
         eprintln!("partition {p} (led by {owner} before the kill): back after {took:?}");
     }
-    let mut times: Vec<Duration> = back.values().copied().collect();
-    times.sort();
+    let times = |of_moved: bool| -> Vec<Duration> {
+        back.iter()
+            .filter(|(p, _)| moved.contains(p) == of_moved)
+            .map(|(_, t)| *t)
+            .collect()
+    };
     println!(
-        "kill -9 to each partition acknowledging writes again: {}",
-        percentiles(times)
+        "kill -9 to acknowledged writes again, the killed broker's partitions: {}",
+        percentiles(times(true))
+    );
+    println!(
+        "                                      the other partitions: {}",
+        percentiles(times(false))
     );
 }
 

@@ -180,6 +180,10 @@ pub(super) async fn describe(
     let mut groups = Vec::with_capacity(request.group_ids.len());
     for id in request.group_ids {
         let described = d::DescribedGroup::default().with_group_id(id.clone());
+        if let Err(code) = node.groups.coordinates(node, &id.0) {
+            groups.push(described.with_error_code(code));
+            continue;
+        }
         let view = node.groups.describe(&id.0).await;
         let Some(group) = view.and_then(|v| v.consumer) else {
             groups.push(

@@ -289,6 +289,10 @@ pub(super) async fn describe_groups(
     let mut groups = Vec::with_capacity(request.groups.len());
     for id in request.groups {
         let described = DescribedGroup::default().with_group_id(id.clone());
+        if let Err(code) = node.groups.coordinates(node, &id.0) {
+            groups.push(described.with_error_code(code));
+            continue;
+        }
         groups.push(match node.groups.describe(&id.0).await {
             Some(view) => described
                 .with_group_state(s(view.state))
@@ -322,7 +326,10 @@ pub(super) async fn delete_groups(
     use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
     let mut results = Vec::with_capacity(request.groups_names.len());
     for id in request.groups_names {
-        let code = node.groups.delete_group(node, &id.0).await;
+        let code = match node.groups.coordinates(node, &id.0) {
+            Ok(()) => node.groups.delete_group(node, &id.0).await,
+            Err(code) => code,
+        };
         results.push(
             DeletableGroupResult::default()
                 .with_group_id(id)
@@ -342,6 +349,9 @@ pub(super) async fn offset_delete(
         OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
     };
     let group = request.group_id.0.to_string();
+    if let Err(code) = node.groups.coordinates(node, &group) {
+        return OffsetDeleteResponse::default().with_error_code(code);
+    }
     if !node.groups.exists(&group) {
         return OffsetDeleteResponse::default()
             .with_error_code(ResponseError::GroupIdNotFound.code());

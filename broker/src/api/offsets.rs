@@ -128,6 +128,32 @@ pub(super) async fn fetch(
 ) -> OffsetFetchResponse {
     let s = |t: &str| StrBytes::from_string(t.to_string());
     if version < 8 {
+        if let Err(code) = node.groups.coordinates(node, &request.group_id.0) {
+            // v2+ carry the error for the group; v0-1 only per partition.
+            let topics = request
+                .topics
+                .unwrap_or_default()
+                .into_iter()
+                .map(|t| {
+                    OffsetFetchResponseTopic::default()
+                        .with_name(t.name)
+                        .with_partitions(
+                            t.partition_indexes
+                                .into_iter()
+                                .map(|p| {
+                                    OffsetFetchResponsePartition::default()
+                                        .with_partition_index(p)
+                                        .with_committed_offset(-1)
+                                        .with_error_code(code)
+                                })
+                                .collect(),
+                        )
+                })
+                .collect();
+            return OffsetFetchResponse::default()
+                .with_error_code(code)
+                .with_topics(topics);
+        }
         let wanted = request.topics.map(|ts| {
             ts.into_iter()
                 .map(|t| (t.name.0.to_string(), t.partition_indexes))
@@ -161,6 +187,14 @@ pub(super) async fn fetch(
     }
     let mut groups = Vec::with_capacity(request.groups.len());
     for g in request.groups {
+        if let Err(code) = node.groups.coordinates(node, &g.group_id.0) {
+            groups.push(
+                OffsetFetchResponseGroup::default()
+                    .with_group_id(g.group_id)
+                    .with_error_code(code),
+            );
+            continue;
+        }
         // v9: a KIP-848 member fetches under its member epoch.
         if version >= 9 {
             let code = node

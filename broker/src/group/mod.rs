@@ -10,7 +10,7 @@ pub mod actor;
 pub mod consumer;
 pub(crate) mod records;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Mutex, PoisonError};
 
 use bytes::{Bytes, BytesMut};
@@ -44,6 +44,11 @@ type Offsets = HashMap<String, BTreeMap<(String, i32), Committed>>;
 pub struct Coordinator {
     groups: Mutex<HashMap<String, mpsc::Sender<Msg>>>,
     offsets: Mutex<Offsets>,
+    /// The `__consumer_offsets` partitions whose groups and offsets are loaded here: this node
+    /// coordinates their groups. A partition open here but not yet loaded answers
+    /// COORDINATOR_LOAD_IN_PROGRESS, one not open here NOT_COORDINATOR (never an empty answer,
+    /// which a client would take for "nothing committed").
+    loaded: Mutex<HashSet<i32>>,
     settings: Settings,
 }
 
@@ -53,7 +58,25 @@ impl Coordinator {
         Self {
             groups: Mutex::new(HashMap::new()),
             offsets: Mutex::new(HashMap::new()),
+            loaded: Mutex::new(HashSet::new()),
             settings,
+        }
+    }
+
+    /// Whether this node coordinates `group` now: Ok, or NOT_COORDINATOR (its `__consumer_offsets`
+    /// partition is not open here) or COORDINATOR_LOAD_IN_PROGRESS (open, still being read).
+    pub fn coordinates(&self, node: &Node, group: &str) -> Result<(), i16> {
+        log_partition(node, group)?;
+        let partitions = node.topic(OFFSETS_TOPIC).map_or(1, |t| t.partitions.len());
+        let loaded = self
+            .loaded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(&partition_for(group, partitions));
+        if loaded {
+            Ok(())
+        } else {
+            Err(ResponseError::CoordinatorLoadInProgress.code())
         }
     }
 
@@ -65,6 +88,7 @@ impl Coordinator {
     /// The group's actor, started (empty) on first use; a Kafka error code if this node cannot
     /// coordinate it.
     pub fn group(&self, node: &Node, id: &str) -> Result<mpsc::Sender<Msg>, i16> {
+        self.coordinates(node, id)?;
         self.group_from(node, id, None)
     }
 
@@ -271,6 +295,7 @@ impl Coordinator {
         if entries.is_empty() && !delete_group {
             return Ok(());
         }
+        self.coordinates(node, group)?;
         let partition = log_partition(node, group)?;
         let now = now_ms();
         let mut records: Vec<(Bytes, Option<Bytes>)> = entries
@@ -342,6 +367,10 @@ impl Coordinator {
         let Some(partition) = node.partition(&topic, index) else {
             return Ok((0, 0));
         };
+        self.loaded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&index);
         let mut groups: HashMap<String, Option<GroupValue>> = HashMap::new();
         let stream = &partition.stream;
         let end = stream.high_watermark();
@@ -379,12 +408,20 @@ impl Coordinator {
                 restored += 1;
             }
         }
+        self.loaded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(index);
         Ok((offsets, restored))
     }
 
     /// Forgets the groups of a `__consumer_offsets` partition that moved away: their actors stop
     /// and their offsets are dropped from memory (the new owner rebuilds them from the partition).
     pub fn unload_partition(&self, index: i32, partitions: usize) {
+        self.loaded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&index);
         self.groups
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
