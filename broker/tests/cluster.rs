@@ -415,7 +415,26 @@ async fn partitions_move_and_brokers_die_join_and_drain_under_load() {
     );
     std::fs::create_dir_all(&bucket).unwrap();
     let url = format!("file://{}", bucket.display());
-    let mut cluster = Cluster::new(env!("CARGO_BIN_EXE_weir").as_ref(), &url, &env());
+    chaos(&url, &env()).await;
+}
+
+/// The same on a real S3 server (SeaweedFS), when `WEIR_S3_TESTS=1`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_s3_partitions_move_and_brokers_die_join_and_drain_under_load() {
+    if !weir_tests::s3::enabled("cluster::on_s3_partitions_move") {
+        return;
+    }
+    let s3 = weir_tests::s3::S3Server::start();
+    let url = format!("s3://{}/chaos", weir_tests::s3::BUCKET);
+    let mut env = env();
+    env.extend(s3.env());
+    chaos(&url, &env).await;
+}
+
+/// Moves every second, kill -9 of a broker and of the controller, two brokers joining and one
+/// drained, under a continuous producer and a consumer group; then the audit.
+async fn chaos(url: &str, env: &[(String, String)]) {
+    let mut cluster = Cluster::new(env!("CARGO_BIN_EXE_weir").as_ref(), url, env);
     cluster.start(1, true);
     cluster.start(2, true);
     cluster.start(3, false);
