@@ -83,6 +83,9 @@ pub struct ServeConfig {
     pub object_wal: ObjectWalConfig,
     /// Cluster settings (`weir broker`); unused by `weir serve`.
     pub cluster: ClusterConfig,
+    /// The webhook dispatcher (`[dispatcher]`): runs inside `weir serve` unless `enabled = false`;
+    /// inside `weir broker` when `secret_key` is set (the same on every broker).
+    pub dispatcher: weir_dispatcher::DispatcherConfig,
 }
 
 /// Settings of a broker in a cluster (`weir broker`).
@@ -151,6 +154,7 @@ impl Default for ServeConfig {
             wal: FileWalConfig::default(),
             object_wal: ObjectWalConfig::default(),
             cluster: ClusterConfig::default(),
+            dispatcher: weir_dispatcher::DispatcherConfig::default(),
         }
     }
 }
@@ -229,6 +233,7 @@ impl ServeConfig {
     /// Checks the settings; errors name the key.
     pub fn validate(&self) -> anyhow::Result<()> {
         self.storage.validate()?;
+        self.dispatcher.validate()?;
         if self.default_partitions == 0 {
             anyhow::bail!("invalid setting default_partitions: must be at least 1");
         }
@@ -254,7 +259,18 @@ fn is_known(known: &toml::Table, keys: &[String]) -> bool {
     match keys {
         [] => false,
         // Settings without a default are absent from `known`.
-        [key] => known.contains_key(key) || key == "advertised_listener" || key == "object_store",
+        [key] => {
+            known.contains_key(key)
+                || [
+                    "advertised_listener",
+                    "object_store",
+                    "advertised_rpc",
+                    "wal_dir",
+                    "secret_key",
+                    "allow_cidrs",
+                ]
+                .contains(&key.as_str())
+        }
         [section, rest @ ..] => match known.get(section) {
             Some(toml::Value::Table(inner)) => is_known(inner, rest),
             _ => false,

@@ -21,6 +21,7 @@ mod cleaner;
 mod cluster;
 pub mod config;
 mod connection;
+pub mod dispatch;
 mod error;
 pub mod group;
 pub mod metadata;

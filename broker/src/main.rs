@@ -25,6 +25,21 @@ enum Command {
     Broker(BrokerArgs),
     /// Operate a cluster through a broker's admin API.
     Admin(AdminArgs),
+    /// Run the webhook dispatcher alone, against Weir or any Kafka.
+    Dispatcher(DispatcherArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct DispatcherArgs {
+    /// Kafka bootstrap servers
+    #[arg(long, env = "WEIR_DISPATCHER__BOOTSTRAP")]
+    bootstrap: String,
+    /// Admin HTTP listener (the dispatcher's API, health)
+    #[arg(long, default_value = "127.0.0.1:9646")]
+    admin_listen: SocketAddr,
+    /// TOML config file with a [dispatcher] section; WEIR_DISPATCHER__<KEY> variables override it
+    #[arg(long, env = "WEIR_CONFIG")]
+    config: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -212,6 +227,7 @@ fn main() -> anyhow::Result<()> {
             Command::Serve(args) => serve(args.config()?).await,
             Command::Broker(args) => broker(args.config()?).await,
             Command::Admin(args) => admin(args).await,
+            Command::Dispatcher(args) => dispatcher(args).await,
         }
     })
 }
@@ -245,7 +261,8 @@ fn tune_allocator() {
 }
 
 async fn serve(config: ServeConfig) -> anyhow::Result<()> {
-    let server = Server::start(config).await?;
+    let server = Server::start(config.clone()).await?;
+    let dispatcher = weir_broker::dispatch::start_in_serve(&server, &config).await?;
     // One line on stdout with the bound addresses (ports may have been 0), for scripts and tests.
     println!(
         "weir serving kafka={} admin={}",
@@ -256,11 +273,15 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     std::io::stdout().flush()?;
     wait_for_signal().await;
     tracing::info!("shutting down: draining and uploading");
+    if let Some(d) = dispatcher {
+        d.shutdown().await;
+    }
     server.shutdown().await
 }
 
 async fn broker(config: ServeConfig) -> anyhow::Result<()> {
-    let server = Server::start_cluster(config).await?;
+    let server = Server::start_cluster(config.clone()).await?;
+    let dispatcher = weir_broker::dispatch::start_in_broker(&server, &config).await?;
     println!(
         "weir serving kafka={} admin={} rpc={}",
         server.kafka_addr(),
@@ -273,7 +294,39 @@ async fn broker(config: ServeConfig) -> anyhow::Result<()> {
     std::io::stdout().flush()?;
     wait_for_signal().await;
     tracing::info!("shutting down: handing partitions over and uploading");
+    if let Some(d) = dispatcher {
+        d.shutdown().await;
+    }
     server.shutdown().await
+}
+
+async fn dispatcher(args: DispatcherArgs) -> anyhow::Result<()> {
+    let mut config = ServeConfig::load(args.config.as_deref(), std::env::vars())?.dispatcher;
+    config.bootstrap = args.bootstrap;
+    let listener = tokio::net::TcpListener::bind(args.admin_listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {} (admin): {e}", args.admin_listen))?;
+    let admin = listener.local_addr()?;
+    let dispatcher = weir_dispatcher::Dispatcher::start(config).await?;
+    let app = dispatcher
+        .router()
+        .route("/health/live", axum::routing::get(|| async { "live\n" }));
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let serving = tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.changed().await;
+            })
+            .await;
+    });
+    println!("weir dispatcher serving admin={admin}");
+    use std::io::Write;
+    std::io::stdout().flush()?;
+    wait_for_signal().await;
+    let _ = stop.send(true);
+    let _ = serving.await;
+    dispatcher.shutdown().await;
+    Ok(())
 }
 
 async fn admin(args: AdminArgs) -> anyhow::Result<()> {

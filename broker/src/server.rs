@@ -41,6 +41,7 @@ pub struct Server {
     stop: watch::Sender<bool>,
     accept: tokio::task::JoinHandle<JoinSet<()>>,
     admin: tokio::task::JoinHandle<()>,
+    mounted: Arc<std::sync::OnceLock<Router>>,
     housekeeping: tokio::task::JoinHandle<()>,
     /// Cluster tasks: metadata, membership, controller role, partition assignments.
     cluster: Vec<tokio::task::JoinHandle<()>>,
@@ -380,11 +381,13 @@ impl Server {
         let (stop, stopped) = watch::channel(false);
         let admin_addr = admin_listener.local_addr()?;
         let ready = Arc::new(AtomicBool::new(true));
+        let mounted = Arc::new(std::sync::OnceLock::new());
         let admin = tokio::spawn(serve_admin(
             admin_listener,
             AdminState {
                 ready,
                 node: node.clone(),
+                mounted: mounted.clone(),
             },
             stopped.clone(),
         ));
@@ -399,6 +402,7 @@ impl Server {
             stop,
             accept,
             admin,
+            mounted,
             housekeeping,
             cluster,
             cluster_stop,
@@ -439,6 +443,12 @@ impl Server {
     /// Where the admin HTTP listener is bound.
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
+    }
+
+    /// Adds routes to the admin listener (once; the dispatcher's API). False if some were
+    /// mounted already.
+    pub fn mount_admin(&self, router: Router) -> bool {
+        self.mounted.set(router).is_ok()
     }
 
     /// Where the cluster gRPC listener is bound (`weir broker` only).
@@ -542,6 +552,24 @@ async fn accept_loop(
 struct AdminState {
     ready: Arc<AtomicBool>,
     node: Arc<Node>,
+    /// Routes mounted after start (the dispatcher's API).
+    mounted: Arc<std::sync::OnceLock<Router>>,
+}
+
+/// Serves what [`Server::mount_admin`] mounted, else 404.
+async fn mounted(
+    State(state): State<AdminState>,
+    request: axum::extract::Request,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    use tower::ServiceExt;
+    match state.mounted.get() {
+        Some(router) => match router.clone().oneshot(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        },
+        None => (StatusCode::NOT_FOUND, "not found\n").into_response(),
+    }
 }
 
 async fn ready(State(state): State<AdminState>) -> (StatusCode, &'static str) {
@@ -575,6 +603,7 @@ async fn serve_admin(listener: TcpListener, state: AdminState, mut stop: watch::
         .route("/health/ready", get(ready))
         .route("/health/live", get(|| async { "live\n" }))
         .route("/metrics", get(metrics_page))
+        .fallback(mounted)
         .with_state(state)
         .merge(cluster);
     let shutdown = async move {

@@ -6,6 +6,7 @@
 use bytes::Bytes;
 
 pub mod cluster;
+pub mod receiver;
 pub mod s3;
 
 /// The payload the crash writer appends as record `seq` of `stream`: deterministic, distinct, and of a

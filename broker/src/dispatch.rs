@@ -1,0 +1,90 @@
+//! The webhook dispatcher inside a broker process (`weir serve`; `weir broker` when configured):
+//! a Kafka client of this very broker, its API on the admin listener.
+
+use std::path::Path;
+
+use weir_dispatcher::{Dispatcher, DispatcherConfig};
+
+use crate::{ServeConfig, Server};
+
+/// Starts the dispatcher of `weir serve` next to `server`: it reads through the server's own Kafka
+/// listener, keeps its secret key in the data directory if none is configured, and may call
+/// loopback targets unless `dispatcher.allow_cidrs` says otherwise. `None` when disabled.
+pub async fn start_in_serve(
+    server: &Server,
+    config: &ServeConfig,
+) -> anyhow::Result<Option<Dispatcher>> {
+    let mut d = config.dispatcher.clone();
+    if !d.enabled {
+        return Ok(None);
+    }
+    if d.secret_key.is_none() {
+        d.secret_key = Some(key_file(&config.data_dir.join("dispatcher.key"))?);
+    }
+    if d.allow_cidrs.is_none() {
+        tracing::info!(
+            "dispatcher: loopback targets allowed (127.0.0.0/8, ::1), as weir serve is a \
+             development setup; set dispatcher.allow_cidrs = [] to deny them"
+        );
+        d.allow_cidrs = Some(vec![
+            "127.0.0.0/8".parse().expect("a CIDR"),
+            "::1/128".parse().expect("a CIDR"),
+        ]);
+    }
+    start(server, d).await.map(Some)
+}
+
+/// Starts the dispatcher of a cluster broker, if `dispatcher.secret_key` is set (every broker's
+/// dispatcher must decrypt the same endpoint secrets).
+pub async fn start_in_broker(
+    server: &Server,
+    config: &ServeConfig,
+) -> anyhow::Result<Option<Dispatcher>> {
+    let d = config.dispatcher.clone();
+    if !d.enabled {
+        return Ok(None);
+    }
+    if d.secret_key.is_none() {
+        tracing::info!(
+            "dispatcher not started: set dispatcher.secret_key (the same on every broker) to run it"
+        );
+        return Ok(None);
+    }
+    start(server, d).await.map(Some)
+}
+
+async fn start(server: &Server, mut config: DispatcherConfig) -> anyhow::Result<Dispatcher> {
+    config.bootstrap = server.kafka_addr().to_string();
+    let dispatcher = Dispatcher::start(config).await?;
+    server.mount_admin(dispatcher.router());
+    Ok(dispatcher)
+}
+
+/// The key in `path`, made (32 random bytes, base64, readable only by this user) if missing.
+fn key_file(path: &Path) -> anyhow::Result<String> {
+    match std::fs::read_to_string(path) {
+        Ok(key) => Ok(key.trim().to_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = weir_dispatcher::crypto::SecretKey::generate();
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut file = options.open(path).map_err(|e| {
+                anyhow::anyhow!("cannot create the dispatcher key {}: {e}", path.display())
+            })?;
+            std::io::Write::write_all(&mut file, key.as_bytes())?;
+            file.sync_all()?;
+            tracing::warn!(
+                path = %path.display(),
+                "dispatcher.secret_key not set: generated one (endpoint secrets are encrypted with \
+                 it; keep the file with the data)"
+            );
+            Ok(key)
+        }
+        Err(e) => Err(anyhow::anyhow!(
+            "cannot read the dispatcher key {}: {e}",
+            path.display()
+        )),
+    }
+}

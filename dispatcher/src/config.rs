@@ -1,0 +1,107 @@
+//! Dispatcher settings (`[dispatcher]` in `weir serve`'s TOML, `WEIR_DISPATCHER__*` variables, or
+//! `weir dispatcher`'s flags).
+
+use serde::{Deserialize, Serialize};
+
+/// See the [module documentation](self).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DispatcherConfig {
+    /// Run the dispatcher inside `weir serve`. Default true.
+    pub enabled: bool,
+    /// Kafka bootstrap servers (`weir serve` uses its own listener).
+    pub bootstrap: String,
+    /// The consumer group every dispatcher instance joins. Default `weir-dispatcher`.
+    pub group_id: String,
+    /// The key encrypting endpoint secrets at rest: 32 bytes, base64. `weir serve` generates one
+    /// in its data directory when none is set; `weir dispatcher` requires it.
+    pub secret_key: Option<String>,
+    /// Targets in these networks are allowed although private or loopback (the SSRF guard denies
+    /// them otherwise), e.g. `["127.0.0.0/8", "::1/128"]`. Unset: none, except in `weir serve`,
+    /// which allows loopback (a development setup) and says so at start-up.
+    pub allow_cidrs: Option<Vec<ipnet::IpNet>>,
+    /// The retry topics' delays in seconds, one topic `weir.dispatch.retry.<delay>s` each.
+    /// Default 5, 300, 1800, 7200, 18000, 36000.
+    pub retry_tiers_s: Vec<u64>,
+    /// Partitions of the dispatcher's topics when it creates them. Default 6.
+    pub topic_partitions: i32,
+    /// How long a rotated-out secret keeps signing. Default 24 h.
+    pub secret_overlap_s: u64,
+    /// Consecutive failures that open an endpoint's circuit breaker. Default 10.
+    pub breaker_failures: u32,
+    /// How long an open breaker waits before one trial request. Default 30 s.
+    pub breaker_cooldown_ms: u64,
+    /// Tasks waiting per endpoint before more are handed to a retry topic. Default 1000.
+    pub queue_per_endpoint: usize,
+    /// Attempts and dead letters per endpoint the API keeps in memory. Default 1000.
+    pub index_per_endpoint: usize,
+}
+
+impl Default for DispatcherConfig {
+    fn default() -> Self {
+        DispatcherConfig {
+            enabled: true,
+            bootstrap: "127.0.0.1:9092".into(),
+            group_id: "weir-dispatcher".into(),
+            secret_key: None,
+            allow_cidrs: None,
+            retry_tiers_s: vec![5, 300, 1800, 7200, 18_000, 36_000],
+            topic_partitions: 6,
+            secret_overlap_s: 86_400,
+            breaker_failures: 10,
+            breaker_cooldown_ms: 30_000,
+            queue_per_endpoint: 1000,
+            index_per_endpoint: 1000,
+        }
+    }
+}
+
+impl DispatcherConfig {
+    /// Why these settings cannot run, naming the key.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.retry_tiers_s.is_empty() || self.retry_tiers_s.contains(&0) {
+            anyhow::bail!("invalid setting dispatcher.retry_tiers_s: at least one positive delay");
+        }
+        if self.topic_partitions < 1 {
+            anyhow::bail!("invalid setting dispatcher.topic_partitions: must be positive");
+        }
+        if self.queue_per_endpoint == 0 || self.index_per_endpoint == 0 {
+            anyhow::bail!(
+                "invalid setting dispatcher.queue_per_endpoint / index_per_endpoint: must be positive"
+            );
+        }
+        if self.breaker_failures == 0 {
+            anyhow::bail!("invalid setting dispatcher.breaker_failures: must be positive");
+        }
+        if let Some(key) = &self.secret_key {
+            crate::crypto::SecretKey::from_base64(key)
+                .map_err(|e| anyhow::anyhow!("invalid setting dispatcher.secret_key: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// The retry tiers, ascending, without duplicates.
+    pub fn tiers(&self) -> Vec<u64> {
+        let mut tiers = self.retry_tiers_s.clone();
+        tiers.sort_unstable();
+        tiers.dedup();
+        tiers
+    }
+}
+
+/// The dispatcher's topics.
+pub mod topics {
+    /// Endpoints (compacted).
+    pub const CONFIG: &str = "weir.dispatch.config";
+    /// One record per attempt.
+    pub const ATTEMPTS: &str = "weir.dispatch.attempts";
+    /// Exhausted and non-retryable tasks.
+    pub const DLQ: &str = "weir.dispatch.dlq";
+    /// Admin actions.
+    pub const AUDIT: &str = "weir.dispatch.audit";
+
+    /// The retry topic of a tier.
+    pub fn retry(delay_s: u64) -> String {
+        format!("weir.dispatch.retry.{delay_s}s")
+    }
+}
