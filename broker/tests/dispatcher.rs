@@ -260,7 +260,22 @@ async fn dead_letter(admin: &str, endpoint: &str) -> Option<Value> {
 async fn failures_are_classified_retried_on_schedule_and_dead_lettered() {
     let (node, dispatcher, admin) = serve().await;
     let receiver = Receiver::start().await;
+    // Not a TLS server: answers plain text at once, so the TLS handshake fails.
+    let plain = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tls_url = format!("https://{}/", plain.local_addr().unwrap());
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        while let Ok((mut socket, _)) = plain.accept().await {
+            let _ = socket.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+        }
+    });
     let mut endpoints = BTreeMap::new();
+    let tls = create(
+        &admin,
+        json!({"url": tls_url, "source_topics": ["events"], "retry_schedule_s": [1]}),
+    )
+    .await;
+    endpoints.insert("tls", (tls["id"].as_str().unwrap().to_owned(), "-"));
     for (name, path, extra) in [
         ("server", "/status/500", json!({"retry_schedule_s": [1, 2]})),
         ("client", "/status/404", json!({})),
@@ -358,6 +373,7 @@ async fn failures_are_classified_retried_on_schedule_and_dead_lettered() {
     assert_eq!(letter("timeout").await["error_class"], "timeout");
     assert_eq!(receiver.on("/hang").len(), 2);
     assert_eq!(letter("closed").await["error_class"], "connect");
+    assert_eq!(letter("tls").await["error_class"], "tls");
     // Every attempt was recorded, with its class.
     let (_, a) = call(
         reqwest::Method::GET,
@@ -483,6 +499,45 @@ async fn per_key_order_holds_through_retries() {
                 "{next} before {this} succeeded: {got:?}"
             );
         }
+    }
+    dispatcher.shutdown().await;
+    node.server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_rate_limit_holds() {
+    let (node, dispatcher, admin) = serve().await;
+    let receiver = Receiver::start().await;
+    create(
+        &admin,
+        json!({"url": receiver.url("/ok"), "source_topics": ["limited"], "rate_limit_per_s": 20}),
+    )
+    .await;
+    let events: Vec<(String, String)> = (0..60)
+        .map(|i| (format!("k{i}"), format!("r{i}")))
+        .collect();
+    let refs: Vec<(&str, &str, &str)> = events
+        .iter()
+        .map(|(k, id)| (k.as_str(), id.as_str(), "{}"))
+        .collect();
+    produce(&node.bootstrap(), "limited", &refs, &[]).await;
+    assert!(
+        receiver
+            .wait(Duration::from_secs(30), |r| r.len() >= 60)
+            .await
+    );
+    let got = receiver.received();
+    // A bucket of 20 a second (bursting to 20): the 21st to 60th request need 2 s at least.
+    let span = got[59].at - got[0].at;
+    assert!(
+        span >= Duration::from_millis(1900),
+        "60 requests in {span:?}"
+    );
+    for window in got.windows(41) {
+        assert!(
+            window[40].at - window[0].at >= Duration::from_millis(950),
+            "more than 40 requests within a second"
+        );
     }
     dispatcher.shutdown().await;
     node.server.shutdown().await.unwrap();

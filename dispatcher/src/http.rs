@@ -205,16 +205,35 @@ impl Http {
 
 /// The class of a failed request.
 fn classify(e: &reqwest::Error) -> ErrorClass {
-    let text = chain(e);
-    if text.contains("blocked: ") {
+    if chain(e).contains("blocked: ") {
         ErrorClass::Blocked
     } else if e.is_timeout() {
         ErrorClass::Timeout
-    } else if text.contains("certificate") || text.contains("tls") || text.contains("TLS") {
+    } else if is_tls(e) {
         ErrorClass::Tls
     } else {
         ErrorClass::Connect
     }
+}
+
+/// Whether a TLS error (rustls's, carried in an I/O error) is among the causes.
+fn is_tls(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.is::<rustls::Error>() {
+            return true;
+        }
+        // I/O errors carry it inside, sometimes in another I/O error.
+        let mut io = c.downcast_ref::<std::io::Error>();
+        while let Some(inner) = io.and_then(std::io::Error::get_ref) {
+            if inner.is::<rustls::Error>() {
+                return true;
+            }
+            io = inner.downcast_ref::<std::io::Error>();
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// An error with its sources, one line.
