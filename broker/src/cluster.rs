@@ -26,6 +26,8 @@ type Step = (StreamId, Action, Option<(i32, usize)>);
 #[derive(Debug, Clone, Copy)]
 enum Action {
     Open,
+    /// Open here, but its groups are not loaded (an earlier load failed): load them.
+    Load,
     MoveAway(Epoch),
     Abandon,
 }
@@ -66,6 +68,8 @@ pub(crate) async fn reconcile(node: &Node) {
                         Some(Action::MoveAway(st.epoch))
                     } else if !open {
                         Some(Action::Open)
+                    } else if group_partition.is_some_and(|(i, _)| !node.groups.is_loaded(i)) {
+                        Some(Action::Load)
                     } else {
                         None
                     }
@@ -98,6 +102,12 @@ async fn carry_out(
         Action::Open => {
             let handle = node.storage.open_stream(stream).await?;
             tracing::info!(%stream, epoch = %handle.epoch(), "partition opened here");
+            if let Some((index, _)) = group_partition {
+                let (offsets, groups) = node.groups.load_partition(node, index).await?;
+                tracing::info!(index, offsets, groups, "group coordination taken over");
+            }
+        }
+        Action::Load => {
             if let Some((index, _)) = group_partition {
                 let (offsets, groups) = node.groups.load_partition(node, index).await?;
                 tracing::info!(index, offsets, groups, "group coordination taken over");

@@ -16,7 +16,7 @@
 //!   are delivered or durably in a retry or dead-letter topic (acknowledged by all replicas).
 //! - Every attempt is a record of `weir.dispatch.attempts`.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
@@ -143,7 +143,6 @@ impl Engine {
             .set("auto.commit.interval.ms", "1000")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
-            .set("fetch.wait.max.ms", "20")
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "1000")
             .set("topic.metadata.refresh.interval.ms", "5000")
@@ -719,8 +718,17 @@ impl Engine {
         let mut changes = self.registry.watch();
         // Joins the group only once there is an endpoint (an idle dispatcher stays out of it).
         let mut subscribed = false;
-        // Partitions paused on a record not due yet: partition -> (ready at, the record).
-        let mut parked: BTreeMap<i32, (i64, Parked)> = BTreeMap::new();
+        // Partitions paused on a record not due yet: partition -> the records read from it and
+        // not handled yet, the first one not due (what librdkafka had fetched before the pause
+        // waits behind it, in order; no seek needed).
+        let mut parked: BTreeMap<i32, VecDeque<Parked>> = BTreeMap::new();
+        let ready_at = |record: &Parked| {
+            record
+                .job
+                .state
+                .due_ms
+                .min(record.job.state.enqueued_ms + tier_ms(tier))
+        };
         loop {
             let wanted = !self.registry.all().is_empty();
             if wanted && !subscribed {
@@ -734,7 +742,18 @@ impl Engine {
                 consumer.unsubscribe();
                 subscribed = false;
             }
-            let next_ready = parked.values().map(|(at, _)| *at).min();
+            if !parked.is_empty() {
+                // Partitions the group took away: their next owner reads those records again.
+                if let Ok(assigned) = consumer.assignment() {
+                    let mine: HashSet<i32> =
+                        assigned.elements().iter().map(|e| e.partition()).collect();
+                    parked.retain(|p, _| mine.contains(p));
+                }
+            }
+            let next_ready = parked
+                .values()
+                .filter_map(|q| q.front().map(ready_at))
+                .min();
             let wait = next_ready.map_or(Duration::from_secs(3600), |at| {
                 Duration::from_millis(u64::try_from((at - now_ms()).max(0)).unwrap_or(0))
             });
@@ -743,43 +762,38 @@ impl Engine {
                 _ = changes.changed() => {}
                 () = tokio::time::sleep(Duration::from_secs(1)), if !subscribed => {}
                 () = tokio::time::sleep(wait), if next_ready.is_some() => {
-                    let now = now_ms();
-                    let ready: Vec<i32> = parked
-                        .iter()
-                        .filter(|(_, (at, _))| *at <= now)
-                        .map(|(p, _)| *p)
-                        .collect();
-                    for partition in ready {
-                        let Some((_, record)) = parked.remove(&partition) else { continue };
-                        let offset = record.offset;
-                        self.retry_due(record, tier).await;
-                        // Read on after the parked record (what arrived meanwhile was dropped).
-                        let mut tpl = TopicPartitionList::new();
-                        let _ = tpl.add_partition(&topic, partition);
-                        let _ = consumer.seek(&topic, partition, Offset::Offset(offset + 1), Duration::from_secs(5));
-                        let _ = consumer.resume(&tpl);
+                    let partitions: Vec<i32> = parked.keys().copied().collect();
+                    for partition in partitions {
+                        let Some(queue) = parked.get_mut(&partition) else { continue };
+                        while queue.front().is_some_and(|r| ready_at(r) <= now_ms()) {
+                            if let Some(record) = queue.pop_front() {
+                                self.retry_due(record).await;
+                            }
+                        }
+                        if queue.is_empty() {
+                            parked.remove(&partition);
+                            let mut tpl = TopicPartitionList::new();
+                            let _ = tpl.add_partition(&topic, partition);
+                            let _ = consumer.resume(&tpl);
+                        }
                     }
                 }
                 message = consumer.recv(), if subscribed => match message {
                     Ok(m) => {
-                        if parked.contains_key(&m.partition()) {
-                            continue; // read again after the resume
-                        }
                         let Some(record) = Parked::from(&m, &progress) else {
                             tracing::warn!(topic = %topic, offset = m.offset(), "retry record without a task; skipped");
                             drop(progress.take(m.topic(), m.partition(), m.offset()));
                             continue;
                         };
-                        let ready = record.job.state.due_ms.min(
-                            record.job.state.enqueued_ms + tier_ms(tier),
-                        );
-                        if ready <= now_ms() {
-                            self.retry_due(record, tier).await;
+                        if let Some(queue) = parked.get_mut(&m.partition()) {
+                            queue.push_back(record); // behind the record not due yet
+                        } else if ready_at(&record) <= now_ms() {
+                            self.retry_due(record).await;
                         } else {
                             let mut tpl = TopicPartitionList::new();
                             let _ = tpl.add_partition(&topic, m.partition());
                             let _ = consumer.pause(&tpl);
-                            parked.insert(m.partition(), (ready, record));
+                            parked.insert(m.partition(), VecDeque::from([record]));
                         }
                     }
                     Err(e) => {
@@ -793,7 +807,7 @@ impl Engine {
 
     /// A retry record whose tier delay is over: due, it goes to its lane; not yet (a delay beyond
     /// this tier), it goes on to the tier of what remains.
-    async fn retry_due(self: &Arc<Self>, record: Parked, _tier: u64) {
+    async fn retry_due(self: &Arc<Self>, record: Parked) {
         let job = record.job;
         let Some(live) = self.registry.get(&job.state.endpoint_id) else {
             return; // the endpoint was deleted: its retries end with it
@@ -830,7 +844,6 @@ impl Engine {
 /// A retry record read back.
 #[derive(Debug)]
 struct Parked {
-    offset: i64,
     job: Job,
 }
 
@@ -853,7 +866,6 @@ impl Parked {
             })
             .collect();
         Some(Parked {
-            offset: m.offset(),
             job: Job {
                 state,
                 key: m.key().map(Bytes::copy_from_slice),

@@ -63,6 +63,14 @@ impl Coordinator {
         }
     }
 
+    /// Whether the groups of `__consumer_offsets` partition `index` are loaded here.
+    pub fn is_loaded(&self, index: i32) -> bool {
+        self.loaded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(&index)
+    }
+
     /// Whether this node coordinates `group` now: Ok, or NOT_COORDINATOR (its `__consumer_offsets`
     /// partition is not open here) or COORDINATOR_LOAD_IN_PROGRESS (open, still being read).
     pub fn coordinates(&self, node: &Node, group: &str) -> Result<(), i16> {
