@@ -145,6 +145,7 @@ impl Engine {
             .set("enable.partition.eof", "false")
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "1000")
+            .set("fetch.wait.max.ms", "20")
             .set("topic.metadata.refresh.interval.ms", "5000")
             .create_with_context(GroupContext::default())?;
         let consumer = Arc::new(consumer);
@@ -224,7 +225,13 @@ impl Engine {
                 _ = stop.changed() => return,
                 _ = changes.changed() => {}
                 message = consumer.recv(), if !subscribed.is_empty() => match message {
-                    Ok(m) => self.take(&m, &progress),
+                    Ok(m) => {
+                        let jobs = self.take(&m, &progress);
+                        drop(m);
+                        for (endpoint, job) in jobs {
+                            self.submit_from_intake(&endpoint, job).await;
+                        }
+                    }
                     Err(e) => {
                         tracing::debug!(error = %e, "intake");
                         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -236,7 +243,11 @@ impl Engine {
     }
 
     /// One source record: a task for every endpoint that wants it.
-    fn take(self: &Arc<Self>, m: &BorrowedMessage<'_>, progress: &Arc<Progress>) {
+    fn take(
+        self: &Arc<Self>,
+        m: &BorrowedMessage<'_>,
+        progress: &Arc<Progress>,
+    ) -> Vec<(Endpoint, Job)> {
         let header = |name: &str| -> Option<String> {
             m.headers().and_then(|h| {
                 h.iter()
@@ -269,7 +280,7 @@ impl Engine {
             })
             .collect();
         if targets.is_empty() {
-            return;
+            return Vec::new();
         }
         let payload = Bytes::copy_from_slice(m.payload().unwrap_or_default());
         let key = m.key().map(Bytes::copy_from_slice);
@@ -287,6 +298,7 @@ impl Engine {
             })
             .unwrap_or_default();
         let now = now_ms();
+        let mut jobs = Vec::with_capacity(targets.len());
         for live in targets {
             let job = Job {
                 state: TaskState {
@@ -306,8 +318,31 @@ impl Engine {
                 headers: headers.clone(),
                 token: token.clone(),
             };
-            self.submit(&live.endpoint, job);
+            jobs.push((live.endpoint.clone(), job));
         }
+        jobs
+    }
+
+    /// Hands a new task to its lane: a healthy lane with a full queue is waited for (a while),
+    /// an unwell one is not (the task goes to a retry topic; the partition goes on).
+    async fn submit_from_intake(self: &Arc<Self>, endpoint: &Endpoint, job: Job) {
+        let lane = self.lane(endpoint);
+        let job = match lane.offer(job) {
+            Ok(()) => return,
+            Err(job) if lane.healthy() => {
+                match lane.offer_within(*job, Duration::from_secs(1)).await {
+                    Ok(()) => return,
+                    Err(job) => job,
+                }
+            }
+            Err(job) => job,
+        };
+        self.counters.deferred.fetch_add(1, AtomicOrdering::Relaxed);
+        let engine = self.clone();
+        tokio::spawn(async move {
+            let due = now_ms() + tier_ms(engine.tiers[0]);
+            engine.defer(*job, due).await;
+        });
     }
 
     /// The lane of an endpoint, made (or remade after a change of its limits) on demand.
@@ -423,6 +458,7 @@ impl Engine {
         let request = self.request(&live, &job, now);
         let answer = self.http.send(request).await;
         drop(permit);
+        lane.observe(answer.latency);
         let failed = answer.error.is_some();
         lane.breaker
             .lock()

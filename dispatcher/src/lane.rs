@@ -5,6 +5,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -106,6 +107,8 @@ pub struct Lane {
     pub keys: Mutex<HashMap<Bytes, VecDeque<Job>>>,
     /// The settings it was made for; a change makes a new lane.
     pub shape: (u32, Option<u32>, Ordering),
+    /// Average attempt latency (ms; 0: none yet).
+    latency_ms: AtomicU64,
 }
 
 impl Lane {
@@ -131,6 +134,7 @@ impl Lane {
             ordering,
             keys: Mutex::new(HashMap::new()),
             shape: (max_in_flight, rate_limit_per_s, ordering),
+            latency_ms: AtomicU64::new(0),
         });
         (lane, rx)
     }
@@ -142,6 +146,32 @@ impl Lane {
                 Box::new(job)
             }
         })
+    }
+
+    /// Queues a job, waiting up to `patience` for room; gives it back if there is none by then.
+    pub async fn offer_within(&self, job: Job, patience: Duration) -> Result<(), Box<Job>> {
+        match tokio::time::timeout(patience, self.queue.reserve()).await {
+            Ok(Ok(slot)) => {
+                slot.send(job);
+                Ok(())
+            }
+            _ => Err(Box::new(job)),
+        }
+    }
+
+    /// Records an attempt's latency (an average over the last few dozen attempts).
+    pub fn observe(&self, latency: Duration) {
+        let ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
+        let old = self.latency_ms.load(AtomicOrdering::Relaxed);
+        let new = if old == 0 { ms } else { (old * 31 + ms) / 32 };
+        self.latency_ms.store(new.max(1), AtomicOrdering::Relaxed);
+    }
+
+    /// Busy but well: its breaker is closed and it answers within a second on average. A full
+    /// queue of a healthy lane is waited for (its capacity is the limit for everyone); that of an
+    /// unwell one is not (its work goes to a retry topic).
+    pub fn healthy(&self) -> bool {
+        self.latency_ms.load(AtomicOrdering::Relaxed) < 1000 && self.breaker_state() == "closed"
     }
 
     /// Jobs waiting in the queue.
