@@ -125,6 +125,26 @@ impl Throughput {
 }
 
 /// `amount / elapsed`, 0 for an empty interval rather than infinity.
+/// `p50 X ms, p99 Y ms, max Z ms (n=N)` of `values`, with `decimals` digits ("none" if empty): the
+/// summary line of `cluster-bench` and `dispatch-bench`.
+pub fn percentiles(mut values: Vec<Duration>, decimals: usize) -> String {
+    if values.is_empty() {
+        return "none".into();
+    }
+    values.sort();
+    let at = |q: f64| {
+        let i = ((values.len() as f64 - 1.0) * q).round() as usize;
+        values[i].as_secs_f64() * 1000.0
+    };
+    format!(
+        "p50 {:.decimals$} ms, p99 {:.decimals$} ms, max {:.decimals$} ms (n={})",
+        at(0.5),
+        at(0.99),
+        at(1.0),
+        values.len()
+    )
+}
+
 pub fn per_second(amount: f64, elapsed: Duration) -> f64 {
     let secs = elapsed.as_secs_f64();
     if secs > 0.0 { amount / secs } else { 0.0 }

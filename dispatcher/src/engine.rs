@@ -200,9 +200,19 @@ impl Engine {
         let mut stop = self.stop.clone();
         let mut changes = self.registry.watch();
         let mut subscribed: Vec<String> = Vec::new();
+        // The endpoints' version the subscription was made for (recomputed only on a change,
+        // not per record).
+        let mut made_for = None;
         loop {
-            let wanted = self.sources();
-            if wanted != subscribed {
+            let version = *changes.borrow_and_update();
+            let wanted = if made_for == Some(version) {
+                subscribed.clone()
+            } else {
+                self.sources()
+            };
+            if wanted == subscribed {
+                made_for = Some(version);
+            } else {
                 let result = if wanted.is_empty() {
                     consumer.unsubscribe();
                     Ok(())
@@ -214,6 +224,7 @@ impl Engine {
                     Ok(()) => {
                         tracing::info!(topics = ?wanted, "dispatcher reading");
                         subscribed = wanted;
+                        made_for = Some(version);
                     }
                     Err(e) => tracing::warn!(error = %e, "cannot subscribe; retrying"),
                 }
@@ -337,12 +348,7 @@ impl Engine {
             }
             Err(job) => job,
         };
-        self.counters.deferred.fetch_add(1, AtomicOrdering::Relaxed);
-        let engine = self.clone();
-        tokio::spawn(async move {
-            let due = now_ms() + tier_ms(engine.tiers[0]);
-            engine.defer(*job, due).await;
-        });
+        self.defer_busy(*job);
     }
 
     /// The lane of an endpoint, made (or remade after a change of its limits) on demand.
@@ -384,13 +390,18 @@ impl Engine {
     pub fn submit(self: &Arc<Self>, endpoint: &Endpoint, job: Job) {
         let lane = self.lane(endpoint);
         if let Err(job) = lane.offer(job) {
-            self.counters.deferred.fetch_add(1, AtomicOrdering::Relaxed);
-            let engine = self.clone();
-            tokio::spawn(async move {
-                let due = now_ms() + tier_ms(engine.tiers[0]);
-                engine.defer(*job, due).await;
-            });
+            self.defer_busy(*job);
         }
+    }
+
+    /// A task its lane cannot take now: to the first retry tier, in the background.
+    fn defer_busy(self: &Arc<Self>, job: Job) {
+        self.counters.deferred.fetch_add(1, AtomicOrdering::Relaxed);
+        let engine = self.clone();
+        tokio::spawn(async move {
+            let due = now_ms() + tier_ms(engine.tiers[0]);
+            engine.defer(job, due).await;
+        });
     }
 
     /// Takes a lane's next job: waits for a free slot and the rate limit, asks the breaker, then
@@ -765,8 +776,14 @@ impl Engine {
                 .due_ms
                 .min(record.job.state.enqueued_ms + tier_ms(tier))
         };
+        let mut wanted = false;
+        let mut seen = None;
         loop {
-            let wanted = !self.registry.all().is_empty();
+            let version = *changes.borrow_and_update();
+            if seen != Some(version) {
+                wanted = !self.registry.all().is_empty();
+                seen = Some(version);
+            }
             if wanted && !subscribed {
                 match consumer.subscribe(&[&topic]) {
                     Ok(()) => subscribed = true,

@@ -176,22 +176,8 @@ fn longest_gap(acks: &Acks, partition: i32, from: Instant, to: Instant) -> Durat
         .unwrap_or(to - from)
 }
 
-fn percentiles(mut values: Vec<Duration>) -> String {
-    if values.is_empty() {
-        return "none".into();
-    }
-    values.sort();
-    let at = |q: f64| {
-        let i = ((values.len() as f64 - 1.0) * q).round() as usize;
-        values[i].as_secs_f64() * 1000.0
-    };
-    format!(
-        "p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms (n={})",
-        at(0.5),
-        at(0.99),
-        at(1.0),
-        values.len()
-    )
+fn percentiles(values: Vec<Duration>) -> String {
+    weir_benches::stats::percentiles(values, 0)
 }
 
 fn moves(args: &[String]) {

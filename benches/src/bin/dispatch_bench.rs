@@ -58,19 +58,8 @@ fn record<'a>(topic: &'a str, id: &'a str, body: &'a [u8]) -> FutureRecord<'a, s
         }))
 }
 
-fn percentiles(mut values: Vec<Duration>) -> String {
-    values.sort();
-    let at = |q: f64| {
-        let i = ((values.len() as f64 - 1.0) * q).round() as usize;
-        values[i].as_secs_f64() * 1000.0
-    };
-    format!(
-        "p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (n={})",
-        at(0.5),
-        at(0.99),
-        at(1.0),
-        values.len()
-    )
+fn percentiles(values: Vec<Duration>) -> String {
+    weir_benches::stats::percentiles(values, 1)
 }
 
 async fn throughput(args: &[String]) {
