@@ -313,6 +313,7 @@ async fn dispatcher(args: DispatcherArgs) -> anyhow::Result<()> {
         .route("/health/live", axum::routing::get(|| async { "live\n" }));
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
     let serving = tokio::spawn(async move {
+        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
         let _ = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 let _ = stopped.changed().await;

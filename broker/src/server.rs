@@ -609,6 +609,9 @@ async fn serve_admin(listener: TcpListener, state: AdminState, mut stop: watch::
     let shutdown = async move {
         let _ = stop.changed().await;
     };
+    // The peer's address reaches handlers (the dispatcher's API answers only loopback clients
+    // when it has no tokens).
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

@@ -13,101 +13,13 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use common::InProcess;
+use common::dispatch::{call, create, produce, serve};
 use hmac::{Hmac, Mac};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Header, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::message::Message;
 use serde_json::{Value, json};
-use weir_dispatcher::Dispatcher;
 use weir_tests::receiver::{Received, Receiver};
-
-/// `weir serve` in this process with its dispatcher (short retry tiers for the tests).
-async fn serve() -> (InProcess, Dispatcher, String) {
-    let mut config = None;
-    let node = InProcess::start_with(|c| {
-        c.dispatcher.retry_tiers_s = vec![1, 2, 60];
-        c.dispatcher.topic_partitions = 2;
-        c.dispatcher.breaker_failures = 1000;
-        config = Some(c.clone());
-    })
-    .await;
-    let dispatcher = weir_broker::dispatch::start_in_serve(&node.server, &config.unwrap())
-        .await
-        .unwrap()
-        .unwrap();
-    let admin = format!("http://{}", node.server.admin_addr());
-    (node, dispatcher, admin)
-}
-
-async fn call(method: reqwest::Method, url: String, body: Option<Value>) -> (u16, Value) {
-    let client = reqwest::Client::new();
-    let mut request = client.request(method, url);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
-async fn create(admin: &str, body: Value) -> Value {
-    let (status, answer) = call(
-        reqwest::Method::POST,
-        format!("{admin}/v1/endpoints"),
-        Some(body),
-    )
-    .await;
-    assert_eq!(status, 201, "{answer}");
-    answer
-}
-
-async fn produce(
-    bootstrap: &str,
-    topic: &str,
-    events: &[(&str, &str, &str)],
-    extra: &[(&str, &str)],
-) {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .unwrap();
-    let mut sends = Vec::new();
-    for (key, id, body) in events {
-        let mut headers = OwnedHeaders::new()
-            .insert(Header {
-                key: "ce_id",
-                value: Some(*id),
-            })
-            .insert(Header {
-                key: "ce_type",
-                value: Some("order.created"),
-            })
-            .insert(Header {
-                key: "ce_source",
-                value: Some("/shop"),
-            });
-        for (k, v) in extra {
-            headers = headers.insert(Header {
-                key: k,
-                value: Some(*v),
-            });
-        }
-        sends.push(
-            producer.send(
-                FutureRecord::to(topic)
-                    .key(*key)
-                    .payload(*body)
-                    .headers(headers),
-                Duration::from_secs(10),
-            ),
-        );
-    }
-    for sent in futures::future::join_all(sends).await {
-        sent.unwrap();
-    }
-}
 
 /// The Standard Webhooks check, written independently of the dispatcher's code: one of the
 /// `v1,` signatures is the base64 HMAC-SHA256 of `id.timestamp.body` under the secret's bytes.

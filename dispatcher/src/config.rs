@@ -35,6 +35,44 @@ pub struct DispatcherConfig {
     pub queue_per_endpoint: usize,
     /// Attempts and dead letters per endpoint the API keeps in memory. Default 1000.
     pub index_per_endpoint: usize,
+    /// Replays and redrives that may send more events than this wait for a second operator's
+    /// approval (an approver token other than the creator's). Default 10,000.
+    pub replay_approval_threshold: u64,
+    /// A replay's or redrive's rate limit when its request names none, in deliveries per second.
+    /// Default 50.
+    pub replay_rate_per_s: u32,
+    /// Admin API tokens. None: development mode (the dispatcher's API answers only loopback
+    /// clients and lets them do everything, said at start-up).
+    pub tokens: Vec<ApiToken>,
+}
+
+/// An admin API token (`Authorization: Bearer <token>`), e.g. in TOML
+/// `[[dispatcher.tokens]] name = "alice", token_sha256 = "<hex>", roles = ["operator"]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiToken {
+    /// Who uses it: the actor in audit records.
+    pub name: String,
+    /// The token in clear (prefer `token_sha256`).
+    #[serde(default)]
+    pub token: Option<String>,
+    /// The SHA-256 of the token, hex (`printf %s TOKEN | sha256sum`).
+    #[serde(default)]
+    pub token_sha256: Option<String>,
+    /// What it may do.
+    pub roles: Vec<Role>,
+}
+
+/// What a token may do. `viewer` reads; `operator` also changes endpoints and starts, pauses,
+/// resumes and cancels replays and redrives; `approver` also approves them (not its own);
+/// `payloads` may read event payloads (each read is audited).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Viewer,
+    Operator,
+    Approver,
+    Payloads,
 }
 
 impl Default for DispatcherConfig {
@@ -52,6 +90,9 @@ impl Default for DispatcherConfig {
             breaker_cooldown_ms: 30_000,
             queue_per_endpoint: 1000,
             index_per_endpoint: 1000,
+            replay_approval_threshold: 10_000,
+            replay_rate_per_s: 50,
+            tokens: Vec::new(),
         }
     }
 }
@@ -72,6 +113,27 @@ impl DispatcherConfig {
         }
         if self.breaker_failures == 0 {
             anyhow::bail!("invalid setting dispatcher.breaker_failures: must be positive");
+        }
+        if self.replay_rate_per_s == 0 {
+            anyhow::bail!("invalid setting dispatcher.replay_rate_per_s: must be positive");
+        }
+        for (i, t) in self.tokens.iter().enumerate() {
+            let hash_ok = t
+                .token_sha256
+                .as_deref()
+                .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+            if t.token.is_some() == t.token_sha256.is_some() || (t.token.is_none() && !hash_ok) {
+                anyhow::bail!(
+                    "invalid setting dispatcher.tokens[{i}] ({}): give exactly one of token or \
+                     token_sha256 (64 hex digits)",
+                    t.name
+                );
+            }
+            if t.name.is_empty() || t.roles.is_empty() {
+                anyhow::bail!(
+                    "invalid setting dispatcher.tokens[{i}]: needs a name and at least one role"
+                );
+            }
         }
         if let Some(key) = &self.secret_key {
             crate::crypto::SecretKey::from_base64(key)
@@ -99,6 +161,8 @@ pub mod topics {
     pub const DLQ: &str = "weir.dispatch.dlq";
     /// Admin actions.
     pub const AUDIT: &str = "weir.dispatch.audit";
+    /// Replay and redrive jobs, their controls and progress (compacted).
+    pub const REPLAYS: &str = "weir.dispatch.replays";
 
     /// The retry topic of a tier.
     pub fn retry(delay_s: u64) -> String {

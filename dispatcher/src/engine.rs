@@ -53,13 +53,27 @@ pub struct Counters {
     pub dead: AtomicU64,
 }
 
-/// Revokes partitions from a [`Progress`] when the group takes them away.
+/// Revokes partitions from a [`Progress`] when the group takes them away; keeps the consumer's
+/// lag per partition from librdkafka's statistics.
 #[derive(Debug, Default)]
 pub struct GroupContext {
     progress: OnceLock<Arc<Progress>>,
+    lag: Mutex<BTreeMap<String, i64>>,
 }
 
-impl ClientContext for GroupContext {}
+impl ClientContext for GroupContext {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let mut lag = BTreeMap::new();
+        for (name, topic) in &statistics.topics {
+            for (id, p) in &topic.partitions {
+                if *id >= 0 && p.desired && p.consumer_lag >= 0 {
+                    lag.insert(format!("{name}/{id}"), p.consumer_lag);
+                }
+            }
+        }
+        *self.lag.lock().unwrap_or_else(PoisonError::into_inner) = lag;
+    }
+}
 
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -102,6 +116,11 @@ pub struct Engine {
     tiers: Vec<u64>,
     stop: watch::Receiver<bool>,
     progresses: Mutex<Vec<Arc<Progress>>>,
+    /// Replay and redrive jobs (their deliveries are dropped once cancelled).
+    pub jobs: Arc<crate::replay::Jobs>,
+    /// Per-endpoint health and the counters over time, for the console.
+    pub health: crate::stats::Health,
+    consumers: Mutex<Vec<Arc<GroupConsumer>>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -131,6 +150,9 @@ impl Engine {
             tiers,
             stop,
             progresses: Mutex::new(Vec::new()),
+            jobs: Arc::default(),
+            health: crate::stats::Health::default(),
+            consumers: Mutex::new(Vec::new()),
         })
     }
 
@@ -147,8 +169,13 @@ impl Engine {
             .set("heartbeat.interval.ms", "1000")
             .set("fetch.wait.max.ms", "20")
             .set("topic.metadata.refresh.interval.ms", "5000")
+            .set("statistics.interval.ms", "5000")
             .create_with_context(GroupContext::default())?;
         let consumer = Arc::new(consumer);
+        self.consumers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(consumer.clone());
         let progress = Progress::new(Arc::new(Stored(consumer.clone())));
         let _ = consumer.context().progress.set(progress.clone());
         self.progresses
@@ -259,24 +286,7 @@ impl Engine {
         m: &BorrowedMessage<'_>,
         progress: &Arc<Progress>,
     ) -> Vec<(Endpoint, Job)> {
-        let header = |name: &str| -> Option<String> {
-            m.headers().and_then(|h| {
-                h.iter()
-                    .find(|x| x.key == name)
-                    .and_then(|x| x.value)
-                    .map(|v| String::from_utf8_lossy(v).into_owned())
-            })
-        };
-        let event = EventRef {
-            topic: m.topic().to_owned(),
-            partition: m.partition(),
-            offset: m.offset(),
-            id: header("ce_id")
-                .unwrap_or_else(|| EventRef::derived_id(m.topic(), m.partition(), m.offset())),
-            event_type: header("ce_type"),
-            tenant: header("tenant"),
-            timestamp_ms: m.timestamp().to_millis().unwrap_or_else(now_ms),
-        };
+        let event = event_of(m);
         let token = progress.take(m.topic(), m.partition(), m.offset());
         let targets: Vec<Arc<Live>> = self
             .registry
@@ -293,50 +303,19 @@ impl Engine {
         if targets.is_empty() {
             return Vec::new();
         }
-        let payload = Bytes::copy_from_slice(m.payload().unwrap_or_default());
-        let key = m.key().map(Bytes::copy_from_slice);
-        let headers: Vec<(String, Bytes)> = m
-            .headers()
-            .map(|h| {
-                h.iter()
-                    .map(|x| {
-                        (
-                            x.key.to_owned(),
-                            Bytes::copy_from_slice(x.value.unwrap_or_default()),
-                        )
-                    })
-                    .collect()
+        let record = Source::of(m);
+        targets
+            .into_iter()
+            .map(|live| {
+                let job = record.job(event.clone(), &live.endpoint.id, token.clone(), None);
+                (live.endpoint.clone(), job)
             })
-            .unwrap_or_default();
-        let now = now_ms();
-        let mut jobs = Vec::with_capacity(targets.len());
-        for live in targets {
-            let job = Job {
-                state: TaskState {
-                    event: event.clone(),
-                    endpoint_id: live.endpoint.id.clone(),
-                    attempt: 1,
-                    first_seen_ms: now,
-                    first_attempt_ms: None,
-                    due_ms: now,
-                    enqueued_ms: now,
-                    last_status: None,
-                    last_error: None,
-                    replay_id: None,
-                },
-                key: key.clone(),
-                payload: payload.clone(),
-                headers: headers.clone(),
-                token: token.clone(),
-            };
-            jobs.push((live.endpoint.clone(), job));
-        }
-        jobs
+            .collect()
     }
 
     /// Hands a new task to its lane: a healthy lane with a full queue is waited for (a while),
     /// an unwell one is not (the task goes to a retry topic; the partition goes on).
-    async fn submit_from_intake(self: &Arc<Self>, endpoint: &Endpoint, job: Job) {
+    pub(crate) async fn submit_from_intake(self: &Arc<Self>, endpoint: &Endpoint, job: Job) {
         let lane = self.lane(endpoint);
         let job = match lane.offer(job) {
             Ok(()) => return,
@@ -448,6 +427,14 @@ impl Engine {
         }
     }
 
+    /// Whether a task belongs to a cancelled replay or redrive.
+    fn cancelled(&self, job: &Job) -> bool {
+        job.state
+            .replay_id
+            .as_deref()
+            .is_some_and(|id| self.jobs.cancelled(id))
+    }
+
     /// Lets the next job of the same key go (`ordering: key`).
     fn release(self: &Arc<Self>, lane: &Arc<Lane>, key: Option<&Bytes>) {
         if let Some(next) = lane.release_key(key) {
@@ -459,8 +446,9 @@ impl Engine {
 
     /// One attempt and what follows from it.
     async fn attempt(self: Arc<Self>, lane: Arc<Lane>, mut job: Job, permit: OwnedSemaphorePermit) {
-        let Some(live) = self.registry.get(&job.state.endpoint_id) else {
-            // Deleted meanwhile: nothing to deliver to.
+        let live = self.registry.get(&job.state.endpoint_id);
+        let Some(live) = live.filter(|_| !self.cancelled(&job)) else {
+            // Deleted meanwhile, or its replay cancelled: nothing to deliver.
             drop(permit);
             self.release(&lane, job.key.as_ref());
             return;
@@ -471,6 +459,8 @@ impl Engine {
         drop(permit);
         lane.observe(answer.latency);
         let failed = answer.error.is_some();
+        self.health
+            .record(&job.state.endpoint_id, !failed, answer.latency);
         lane.breaker
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -865,6 +855,9 @@ impl Engine {
         let Some(live) = self.registry.get(&job.state.endpoint_id) else {
             return; // the endpoint was deleted: its retries end with it
         };
+        if self.cancelled(&job) {
+            return; // its replay was cancelled
+        }
         if job.state.due_ms > now_ms() + 50 {
             let due = job.state.due_ms;
             self.defer(job, due).await;
@@ -874,6 +867,27 @@ impl Engine {
         } else {
             self.submit(&live.endpoint, job);
         }
+    }
+
+    /// The dispatcher's consumer lag (records not read yet), per `topic/partition` read here:
+    /// the source topics and the retry tiers.
+    pub fn lag(&self) -> BTreeMap<String, i64> {
+        let mut all = BTreeMap::new();
+        for c in self
+            .consumers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            all.extend(
+                c.context()
+                    .lag
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone(),
+            );
+        }
+        all
     }
 
     /// Each lane's state, for the API.
@@ -927,6 +941,104 @@ impl Parked {
                 token: progress.take(m.topic(), m.partition(), m.offset()),
             },
         })
+    }
+}
+
+/// What identifies an event, from its record's headers (`ce_id`, `ce_type`, `tenant`).
+pub(crate) fn event_of(m: &BorrowedMessage<'_>) -> EventRef {
+    let header = |name: &str| -> Option<String> {
+        m.headers().and_then(|h| {
+            h.iter()
+                .find(|x| x.key == name)
+                .and_then(|x| x.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+        })
+    };
+    EventRef {
+        topic: m.topic().to_owned(),
+        partition: m.partition(),
+        offset: m.offset(),
+        id: header("ce_id")
+            .unwrap_or_else(|| EventRef::derived_id(m.topic(), m.partition(), m.offset())),
+        event_type: header("ce_type"),
+        tenant: header("tenant"),
+        timestamp_ms: m.timestamp().to_millis().unwrap_or_else(now_ms),
+    }
+}
+
+/// A source record's key, payload and headers, copied once and shared by its tasks.
+pub(crate) struct Source {
+    key: Option<Bytes>,
+    payload: Bytes,
+    headers: Vec<(String, Bytes)>,
+}
+
+impl Source {
+    /// For the API: the payload as text when it is UTF-8, else base64; headers likewise.
+    pub(crate) fn to_json(&self) -> serde_json::Value {
+        use base64::Engine as _;
+        let text = |b: &Bytes| match std::str::from_utf8(b) {
+            Ok(t) => serde_json::json!(t),
+            Err(_) => serde_json::json!({
+                "base64": base64::engine::general_purpose::STANDARD.encode(b)
+            }),
+        };
+        serde_json::json!({
+            "key": self.key.as_ref().map(text),
+            "headers": self.headers.iter().map(|(k, v)| serde_json::json!([k, text(v)])).collect::<Vec<_>>(),
+            "payload": text(&self.payload),
+        })
+    }
+
+    pub(crate) fn of(m: &BorrowedMessage<'_>) -> Source {
+        let headers = m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|x| {
+                        (
+                            x.key.to_owned(),
+                            Bytes::copy_from_slice(x.value.unwrap_or_default()),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Source {
+            key: m.key().map(Bytes::copy_from_slice),
+            payload: Bytes::copy_from_slice(m.payload().unwrap_or_default()),
+            headers,
+        }
+    }
+
+    /// The first attempt's task for `endpoint_id` (`replay_id`: the replay or redrive job it
+    /// belongs to).
+    pub(crate) fn job(
+        &self,
+        event: EventRef,
+        endpoint_id: &str,
+        token: Arc<crate::progress::Token>,
+        replay_id: Option<String>,
+    ) -> Job {
+        let now = now_ms();
+        Job {
+            state: TaskState {
+                event,
+                endpoint_id: endpoint_id.to_owned(),
+                attempt: 1,
+                first_seen_ms: now,
+                first_attempt_ms: None,
+                due_ms: now,
+                enqueued_ms: now,
+                last_status: None,
+                last_error: None,
+                replay_id,
+            },
+            key: self.key.clone(),
+            payload: self.payload.clone(),
+            headers: self.headers.clone(),
+            token,
+        }
     }
 }
 

@@ -12,12 +12,15 @@ use serde::de::DeserializeOwned;
 
 use crate::task::{AttemptRecord, DeadLetter};
 
-/// Records per endpoint, newest last.
+/// Records per endpoint, newest last, with their positions (partition, offset).
 #[derive(Debug)]
 pub struct Recent<T> {
     per_endpoint: usize,
-    records: Mutex<HashMap<String, VecDeque<T>>>,
+    records: Mutex<HashMap<String, VecDeque<Positioned<T>>>>,
 }
+
+/// A record and where it is in its topic (partition, offset).
+type Positioned<T> = ((i32, i64), T);
 
 impl<T: DeserializeOwned + Clone> Recent<T> {
     /// Keeps `per_endpoint` records per endpoint.
@@ -40,7 +43,7 @@ impl<T: DeserializeOwned + Clone> Recent<T> {
         };
         let mut all = self.records.lock().unwrap_or_else(PoisonError::into_inner);
         let list = all.entry(endpoint.to_owned()).or_default();
-        list.push_back(parsed);
+        list.push_back(((record.partition(), record.offset()), parsed));
         if list.len() > self.per_endpoint {
             list.pop_front();
         }
@@ -54,10 +57,72 @@ impl<T: DeserializeOwned + Clone> Recent<T> {
             if endpoint.is_some_and(|e| e != id) {
                 continue;
             }
-            out.extend(list.iter().rev().filter(|r| keep(r)).take(limit).cloned());
+            out.extend(
+                list.iter()
+                    .rev()
+                    .map(|(_, r)| r)
+                    .filter(|r| keep(r))
+                    .take(limit)
+                    .cloned(),
+            );
         }
         out.truncate(limit);
         out
+    }
+}
+
+impl<T> Recent<T> {
+    /// Forgets the record at `at` (a dead letter redriven). `_partition`: where the marker is.
+    pub fn remove(&self, _partition: i32, at: (i32, i64)) {
+        let mut all = self.records.lock().unwrap_or_else(PoisonError::into_inner);
+        for list in all.values_mut() {
+            list.retain(|(position, _)| *position != at);
+        }
+    }
+}
+
+/// The last records of a topic (the audit trail), newest last.
+#[derive(Debug)]
+pub struct Log {
+    keep: usize,
+    records: Mutex<VecDeque<serde_json::Value>>,
+}
+
+impl Log {
+    pub fn new(keep: usize) -> Log {
+        Log {
+            keep,
+            records: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    pub fn apply(&self, record: &BorrowedMessage<'_>) {
+        let Some(value) = record
+            .payload()
+            .and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
+        else {
+            return;
+        };
+        let mut all = self.records.lock().unwrap_or_else(PoisonError::into_inner);
+        all.push_back(value);
+        if all.len() > self.keep {
+            all.pop_front();
+        }
+    }
+
+    /// The records that `keep`, newest first, at most `limit`.
+    pub fn find(
+        &self,
+        keep: impl Fn(&serde_json::Value) -> bool,
+        limit: usize,
+    ) -> Vec<serde_json::Value> {
+        let all = self.records.lock().unwrap_or_else(PoisonError::into_inner);
+        all.iter()
+            .rev()
+            .filter(|r| keep(r))
+            .take(limit)
+            .cloned()
+            .collect()
     }
 }
 

@@ -11,6 +11,7 @@
 //! - [`api`]: the admin REST API; [`index`]: recent attempts and dead letters for it.
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod crypto;
 pub mod endpoint;
@@ -20,12 +21,15 @@ pub mod index;
 pub mod lane;
 pub mod progress;
 pub mod registry;
+pub mod replay;
+pub mod stats;
 pub mod tail;
 pub mod task;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use rdkafka::Message;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -49,7 +53,13 @@ pub(crate) struct Inner {
     pub(crate) engine: Arc<Engine>,
     pub(crate) index: Arc<Index>,
     pub(crate) config_position: Arc<Position>,
+    pub(crate) replays_position: Arc<Position>,
+    pub(crate) audit: Arc<index::Log>,
+    pub(crate) tokens: auth::Tokens,
 }
+
+/// Audit records the API keeps in memory (all stay in `weir.dispatch.audit`).
+const AUDIT_KEPT: usize = 10_000;
 
 /// A running dispatcher.
 #[derive(Debug)]
@@ -109,6 +119,11 @@ impl Dispatcher {
                 move |m| {
                     if topic == topics::ATTEMPTS {
                         index.attempts.apply(m);
+                    } else if let Some(marker) = m
+                        .payload()
+                        .and_then(|p| serde_json::from_slice::<replay::Redriven>(p).ok())
+                    {
+                        index.dlq.remove(m.partition(), marker.redriven);
                     } else {
                         index.dlq.apply(m);
                     }
@@ -121,8 +136,46 @@ impl Dispatcher {
         let http = http::Http::new(http::Guard::new(
             config.allow_cidrs.clone().unwrap_or_default(),
         ))?;
-        let engine = Engine::new(config.clone(), registry, http, producer, stop_rx);
+        let engine = Engine::new(config.clone(), registry, http, producer, stop_rx.clone());
+        let jobs = engine.jobs.clone();
+        let (replays_position, ends, task) = tail::follow(
+            &config.bootstrap,
+            topics::REPLAYS,
+            move |m| jobs.apply(m),
+            stop_rx.clone(),
+        )
+        .await?;
+        tasks.push(task);
+        anyhow::ensure!(
+            replays_position
+                .wait_for_all(&ends, Duration::from_secs(60))
+                .await,
+            "could not read {} within 60 s",
+            topics::REPLAYS
+        );
+        let audit = Arc::new(index::Log::new(AUDIT_KEPT));
+        let apply = audit.clone();
+        let (_, _, task) = tail::follow(
+            &config.bootstrap,
+            topics::AUDIT,
+            move |m| apply.apply(m),
+            stop_rx.clone(),
+        )
+        .await?;
+        tasks.push(task);
         tasks.extend(engine.start()?);
+        let runner = replay::Runner::new(engine.clone(), engine.jobs.clone());
+        tasks.push(tokio::spawn(runner.supervise(stop_rx.clone())));
+        tasks.push(tokio::spawn(stats::Health::sample(
+            engine.clone(),
+            stop_rx.clone(),
+        )));
+        if config.tokens.is_empty() {
+            tracing::warn!(
+                "dispatcher API in development mode (no dispatcher.tokens): it answers loopback \
+                 clients only and lets them do everything"
+            );
+        }
         tracing::info!(
             bootstrap = %config.bootstrap,
             group = %config.group_id,
@@ -131,10 +184,13 @@ impl Dispatcher {
         );
         Ok(Dispatcher {
             inner: Arc::new(Inner {
+                tokens: auth::Tokens::new(&config.tokens),
                 config,
                 engine,
                 index,
                 config_position,
+                replays_position,
+                audit,
             }),
             stop,
             tasks,
@@ -181,6 +237,8 @@ async fn create_topics(config: &DispatcherConfig) -> anyhow::Result<()> {
         NewTopic::new(topics::ATTEMPTS, config.topic_partitions, replication()),
         NewTopic::new(topics::DLQ, config.topic_partitions, replication()),
         NewTopic::new(topics::AUDIT, 1, replication()),
+        NewTopic::new(topics::REPLAYS, config.topic_partitions, replication())
+            .set("cleanup.policy", "compact"),
     ];
     for name in &retries {
         wanted.push(NewTopic::new(name, config.topic_partitions, replication()));

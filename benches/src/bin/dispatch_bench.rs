@@ -147,6 +147,8 @@ async fn latency(args: &[String]) {
     let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     // The produce round trips (acks=all), to tell the broker's part of the tail from the rest.
     let acked: Arc<Mutex<Vec<Duration>>> = Arc::default();
+    // When each append was acknowledged: the event is in the log from then on.
+    let appended: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let total = rate * seconds;
     let every = Duration::from_secs_f64(1.0 / rate as f64);
     let start = Instant::now();
@@ -159,6 +161,7 @@ async fn latency(args: &[String]) {
         let producer = producer.clone();
         let topic = topic.clone();
         let acked = acked.clone();
+        let appended = appended.clone();
         pending.push(tokio::spawn(async move {
             let started = Instant::now();
             let result = producer
@@ -167,6 +170,7 @@ async fn latency(args: &[String]) {
                 .map(|_| ())
                 .map_err(|(e, _)| e);
             acked.lock().unwrap().push(started.elapsed());
+            appended.lock().unwrap().insert(id, Instant::now());
             result
         }));
     }
@@ -184,14 +188,19 @@ async fn latency(args: &[String]) {
             .await
     );
     let sent = sent.lock().unwrap();
-    let latencies: Vec<Duration> = receiver
-        .on("/ok")
-        .iter()
-        .filter_map(|r| {
-            let id = r.header("webhook-id")?;
-            sent.get(id).map(|s| r.at - *s)
-        })
-        .collect();
+    let appended = appended.lock().unwrap();
+    let delivered = receiver.on("/ok");
+    let since = |at: &HashMap<String, Instant>| -> Vec<Duration> {
+        delivered
+            .iter()
+            .filter_map(|r| {
+                let id = r.header("webhook-id")?;
+                // A delivery can reach the receiver before the producer hears of its ack: 0.
+                at.get(id).map(|s| r.at.saturating_duration_since(*s))
+            })
+            .collect()
+    };
+    let latencies = since(&sent);
     println!(
         "{rate} events/s for {seconds} s{}: produce call to delivery {}",
         if hanging {
@@ -204,6 +213,10 @@ async fn latency(args: &[String]) {
     println!(
         "  of which the produce round trip (acks=all): {}",
         percentiles(acked.lock().unwrap().clone())
+    );
+    println!(
+        "  append acknowledged to delivery: {}",
+        percentiles(since(&appended))
     );
     if hanging {
         println!(

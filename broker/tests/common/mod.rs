@@ -15,6 +15,7 @@ use kafka_protocol::messages::{ApiKey, RequestHeader};
 use kafka_protocol::protocol::{Encodable, HeaderVersion, StrBytes};
 use weir_broker::{ServeConfig, Server};
 
+pub mod dispatch;
 pub mod scenarios;
 
 /// A node served in this process.

@@ -1,0 +1,120 @@
+//! The dispatcher's test helpers: `weir serve` with its dispatcher in this process, admin API
+//! calls, producing CloudEvents-style records.
+
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::Value;
+use weir_dispatcher::Dispatcher;
+
+use super::InProcess;
+
+/// `weir serve` in this process with its dispatcher (short retry tiers for the tests).
+pub async fn serve() -> (InProcess, Dispatcher, String) {
+    serve_with(|_| {}).await
+}
+
+/// [`serve`] with more settings.
+pub async fn serve_with(
+    tweak: impl FnOnce(&mut weir_dispatcher::DispatcherConfig),
+) -> (InProcess, Dispatcher, String) {
+    let mut config = None;
+    let node = InProcess::start_with(|c| {
+        c.dispatcher.retry_tiers_s = vec![1, 2, 60];
+        c.dispatcher.topic_partitions = 2;
+        c.dispatcher.breaker_failures = 1000;
+        tweak(&mut c.dispatcher);
+        config = Some(c.clone());
+    })
+    .await;
+    let dispatcher = weir_broker::dispatch::start_in_serve(&node.server, &config.unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let admin = format!("http://{}", node.server.admin_addr());
+    (node, dispatcher, admin)
+}
+
+pub async fn call(method: reqwest::Method, url: String, body: Option<Value>) -> (u16, Value) {
+    call_as(None, method, url, body).await
+}
+
+/// [`call`] with a bearer token.
+pub async fn call_as(
+    token: Option<&str>,
+    method: reqwest::Method,
+    url: String,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let client = reqwest::Client::new();
+    let mut request = client.request(method, url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+pub async fn create(admin: &str, body: Value) -> Value {
+    let (status, answer) = call(
+        reqwest::Method::POST,
+        format!("{admin}/v1/endpoints"),
+        Some(body),
+    )
+    .await;
+    assert_eq!(status, 201, "{answer}");
+    answer
+}
+
+pub async fn produce(
+    bootstrap: &str,
+    topic: &str,
+    events: &[(&str, &str, &str)],
+    extra: &[(&str, &str)],
+) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let mut sends = Vec::new();
+    for (key, id, body) in events {
+        let mut headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "ce_id",
+                value: Some(*id),
+            })
+            .insert(Header {
+                key: "ce_type",
+                value: Some("order.created"),
+            })
+            .insert(Header {
+                key: "ce_source",
+                value: Some("/shop"),
+            });
+        for (k, v) in extra {
+            headers = headers.insert(Header {
+                key: k,
+                value: Some(*v),
+            });
+        }
+        sends.push(
+            producer.send(
+                FutureRecord::to(topic)
+                    .key(*key)
+                    .payload(*body)
+                    .headers(headers),
+                Duration::from_secs(10),
+            ),
+        );
+    }
+    for sent in futures::future::join_all(sends).await {
+        sent.unwrap();
+    }
+}

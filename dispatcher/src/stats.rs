@@ -1,0 +1,188 @@
+//! What the operator console shows: per-endpoint health (success rate, p99 latency, queue depth,
+//! breaker), consumer lag, deliveries, retries and dead letters over time. `GET /v1/stats`
+//! answers it as JSON; `GET /console` is the page that draws it.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::Inner;
+use crate::engine::Engine;
+use crate::task::now_ms;
+
+/// Latencies kept per endpoint for its p99.
+const LATENCIES_KEPT: usize = 1000;
+/// Points of the time series (one every [`SAMPLE_EVERY`]): 10 minutes.
+const POINTS: usize = 120;
+const SAMPLE_EVERY: Duration = Duration::from_secs(5);
+
+/// One endpoint's attempts since this instance started.
+#[derive(Debug, Default)]
+struct EndpointHealth {
+    delivered: u64,
+    failed: u64,
+    /// The last attempts' latencies, in microseconds.
+    latencies: VecDeque<u32>,
+}
+
+/// Per-endpoint health and the time series.
+#[derive(Debug, Default)]
+pub struct Health {
+    endpoints: Mutex<HashMap<String, EndpointHealth>>,
+    series: Mutex<VecDeque<Point>>,
+}
+
+/// Counters at one time (totals since start; the page draws the differences).
+#[derive(Debug, Clone, Copy, Serialize)]
+struct Point {
+    at_ms: i64,
+    delivered: u64,
+    failed: u64,
+    retries: u64,
+    dead: u64,
+    lag: i64,
+}
+
+impl Health {
+    /// Records one attempt.
+    pub fn record(&self, endpoint: &str, delivered: bool, latency: Duration) {
+        let mut all = self
+            .endpoints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let h = all.entry(endpoint.to_owned()).or_default();
+        if delivered {
+            h.delivered += 1;
+        } else {
+            h.failed += 1;
+        }
+        h.latencies
+            .push_back(u32::try_from(latency.as_micros()).unwrap_or(u32::MAX));
+        if h.latencies.len() > LATENCIES_KEPT {
+            h.latencies.pop_front();
+        }
+    }
+
+    fn endpoint(&self, id: &str) -> Value {
+        let all = self
+            .endpoints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let Some(h) = all.get(id) else {
+            return json!({ "delivered": 0, "failed": 0, "success_rate": null, "p99_ms": null });
+        };
+        let mut sorted: Vec<u32> = h.latencies.iter().copied().collect();
+        sorted.sort_unstable();
+        let p99 = (!sorted.is_empty()).then(|| {
+            let i = (sorted.len() * 99).div_ceil(100).saturating_sub(1);
+            f64::from(sorted[i]) / 1000.0
+        });
+        let total = h.delivered + h.failed;
+        json!({
+            "delivered": h.delivered,
+            "failed": h.failed,
+            "success_rate": (total > 0).then(|| h.delivered as f64 / total as f64),
+            "p99_ms": p99,
+        })
+    }
+
+    /// Samples the engine's counters every few seconds, until `stop`.
+    pub async fn sample(engine: Arc<Engine>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            let c = &engine.counters;
+            let point = Point {
+                at_ms: now_ms(),
+                delivered: c.delivered.load(Relaxed),
+                failed: c.failed_attempts.load(Relaxed),
+                retries: c.retries_scheduled.load(Relaxed) + c.deferred.load(Relaxed),
+                dead: c.dead.load(Relaxed),
+                lag: engine.lag().values().sum(),
+            };
+            {
+                let mut series = engine
+                    .health
+                    .series
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                series.push_back(point);
+                if series.len() > POINTS {
+                    series.pop_front();
+                }
+            }
+            tokio::select! {
+                _ = stop.changed() => return,
+                () = tokio::time::sleep(SAMPLE_EVERY) => {}
+            }
+        }
+    }
+}
+
+/// `GET /v1/stats`.
+pub(crate) async fn stats(State(inner): State<Arc<Inner>>) -> Json<Value> {
+    let engine = &inner.engine;
+    let lanes: HashMap<String, (usize, usize, &'static str)> = engine
+        .lanes()
+        .into_iter()
+        .map(|(id, queued, in_flight, breaker)| (id, (queued, in_flight, breaker)))
+        .collect();
+    let endpoints: Vec<Value> = engine
+        .registry
+        .all()
+        .iter()
+        .map(|live| {
+            let e = &live.endpoint;
+            let (queued, in_flight, breaker) =
+                lanes.get(&e.id).copied().unwrap_or((0, 0, "closed"));
+            let mut v = engine.health.endpoint(&e.id);
+            v["id"] = json!(e.id);
+            v["url"] = json!(e.url);
+            v["enabled"] = json!(e.enabled);
+            v["queued"] = json!(queued);
+            v["in_flight"] = json!(in_flight);
+            v["breaker"] = json!(breaker);
+            v
+        })
+        .collect();
+    let series: Vec<Point> = engine
+        .health
+        .series
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .copied()
+        .collect();
+    let c = &engine.counters;
+    let lag: BTreeMap<String, i64> = engine.lag();
+    Json(json!({
+        "at_ms": now_ms(),
+        "endpoints": endpoints,
+        "lag": lag,
+        "totals": {
+            "delivered": c.delivered.load(Relaxed),
+            "failed_attempts": c.failed_attempts.load(Relaxed),
+            "retries_scheduled": c.retries_scheduled.load(Relaxed),
+            "deferred": c.deferred.load(Relaxed),
+            "dead": c.dead.load(Relaxed),
+        },
+        "series": series,
+    }))
+}
+
+/// `GET /console`: the operator console (one page, no external resources).
+pub(crate) async fn console() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        include_str!("console.html"),
+    )
+}
