@@ -27,6 +27,95 @@ enum Command {
     Admin(AdminArgs),
     /// Run the webhook dispatcher alone, against Weir or any Kafka.
     Dispatcher(DispatcherArgs),
+    /// Replay events or redrive dead letters through the dispatcher's admin API.
+    Replay(ReplayArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ReplayArgs {
+    /// The dispatcher's admin HTTP address (`weir serve`'s admin listener)
+    #[arg(long, env = "WEIR_ADMIN_URL", default_value = "http://127.0.0.1:9644")]
+    url: String,
+    /// An admin API token (none: development mode, loopback only)
+    #[arg(long, env = "WEIR_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    #[command(subcommand)]
+    action: ReplayAction,
+}
+
+/// What a replay or redrive covers.
+#[derive(Debug, clap::Args)]
+struct Scope {
+    /// An endpoint (repeat for several); a replay sends only to these
+    #[arg(long = "endpoint")]
+    endpoints: Vec<String>,
+    /// Only events of this tenant
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Only events of this type (`*` wildcards; repeat for several)
+    #[arg(long = "event-type")]
+    event_types: Vec<String>,
+    /// From this time (RFC 3339)
+    #[arg(long)]
+    from: Option<String>,
+    /// Up to this time, excluded (RFC 3339)
+    #[arg(long)]
+    to: Option<String>,
+    /// Deliveries per second of this job
+    #[arg(long)]
+    rate: Option<u32>,
+    /// Count only: what would be sent, per endpoint and partition
+    #[arg(long)]
+    dry_run: bool,
+}
+
+impl Scope {
+    fn request(&self) -> serde_json::Value {
+        serde_json::json!({
+            "endpoint_ids": self.endpoints,
+            "tenant": self.tenant,
+            "event_types": self.event_types,
+            "from_time": self.from,
+            "to_time": self.to,
+            "rate_limit_per_s": self.rate,
+            "dry_run": self.dry_run,
+        })
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum ReplayAction {
+    /// Start a replay of a source topic's events
+    Start {
+        #[command(flatten)]
+        scope: Scope,
+        /// Instead of a time range: TOPIC:PARTITION:FROM:TO (offsets, TO excluded; repeatable)
+        #[arg(long = "range")]
+        ranges: Vec<String>,
+        /// Send new webhook-ids instead of the events' own
+        #[arg(long)]
+        new_webhook_ids: bool,
+    },
+    /// Start a redrive of dead letters
+    Redrive {
+        #[command(flatten)]
+        scope: Scope,
+        /// Only dead letters of this error class (timeout, connect, tls, server, throttled, ...)
+        #[arg(long)]
+        error_class: Option<String>,
+    },
+    /// List the jobs
+    List,
+    /// Show a job
+    Show { id: String },
+    /// Approve a job (an approver other than its creator)
+    Approve { id: String },
+    /// Pause a job
+    Pause { id: String },
+    /// Resume a paused job
+    Resume { id: String },
+    /// Cancel a job (its queued deliveries are dropped)
+    Cancel { id: String },
 }
 
 #[derive(Debug, clap::Args)]
@@ -228,6 +317,7 @@ fn main() -> anyhow::Result<()> {
             Command::Broker(args) => broker(args.config()?).await,
             Command::Admin(args) => admin(args).await,
             Command::Dispatcher(args) => dispatcher(args).await,
+            Command::Replay(args) => replay(args).await,
         }
     })
 }
@@ -377,6 +467,87 @@ async fn admin(args: AdminArgs) -> anyhow::Result<()> {
         .json(&body)
         .send()
         .await?;
+    let status = answer.status();
+    let text = answer.text().await?;
+    if !status.is_success() {
+        anyhow::bail!("{path}: {status}: {text}");
+    }
+    println!("{text}");
+    Ok(())
+}
+
+async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
+    let base = args.url.trim_end_matches('/').to_owned();
+    let (method, path, body) = match &args.action {
+        ReplayAction::Start {
+            scope,
+            ranges,
+            new_webhook_ids,
+        } => {
+            let mut request = scope.request();
+            let mut parsed = Vec::new();
+            for range in ranges {
+                let parts: Vec<&str> = range.rsplitn(4, ':').collect();
+                let [to, from, partition, topic] = parts.as_slice() else {
+                    anyhow::bail!("--range {range}: expected TOPIC:PARTITION:FROM:TO");
+                };
+                parsed.push(serde_json::json!({
+                    "topic": topic,
+                    "partition": partition.parse::<i32>()?,
+                    "from": from.parse::<i64>()?,
+                    "to": to.parse::<i64>()?,
+                }));
+            }
+            request["ranges"] = parsed.into();
+            if *new_webhook_ids {
+                request["keep_webhook_id"] = false.into();
+            }
+            (
+                reqwest::Method::POST,
+                "/v1/replays".to_owned(),
+                Some(request),
+            )
+        }
+        ReplayAction::Redrive { scope, error_class } => {
+            let mut request = scope.request();
+            request["error_class"] = error_class.clone().into();
+            (
+                reqwest::Method::POST,
+                "/v1/redrives".to_owned(),
+                Some(request),
+            )
+        }
+        ReplayAction::List => (reqwest::Method::GET, "/v1/replays".to_owned(), None),
+        ReplayAction::Show { id } => (reqwest::Method::GET, format!("/v1/replays/{id}"), None),
+        ReplayAction::Approve { id } => (
+            reqwest::Method::POST,
+            format!("/v1/replays/{id}/approve"),
+            None,
+        ),
+        ReplayAction::Pause { id } => (
+            reqwest::Method::POST,
+            format!("/v1/replays/{id}/pause"),
+            None,
+        ),
+        ReplayAction::Resume { id } => (
+            reqwest::Method::POST,
+            format!("/v1/replays/{id}/resume"),
+            None,
+        ),
+        ReplayAction::Cancel { id } => (
+            reqwest::Method::POST,
+            format!("/v1/replays/{id}/cancel"),
+            None,
+        ),
+    };
+    let mut request = reqwest::Client::new().request(method, format!("{base}{path}"));
+    if let Some(token) = &args.token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let answer = request.send().await?;
     let status = answer.status();
     let text = answer.text().await?;
     if !status.is_success() {

@@ -472,3 +472,70 @@ async fn tokens_have_roles_a_second_operator_approves_and_everything_is_audited(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weir_replay_starts_and_shows_jobs() {
+    let (node, _dispatcher, admin) = serve().await;
+    let receiver = Receiver::start().await;
+    let endpoint = create(
+        &admin,
+        json!({"url": receiver.url("/ok"), "source_topics": ["cli"]}),
+    )
+    .await;
+    let id = endpoint["id"].as_str().unwrap().to_owned();
+    produce(
+        &node.bootstrap(),
+        "cli",
+        &[("a", "c-1", "{}"), ("b", "c-2", "{}"), ("c", "c-3", "{}")],
+        &[],
+    )
+    .await;
+    assert!(
+        receiver
+            .wait(Duration::from_secs(30), |r| r.len() >= 3)
+            .await
+    );
+    let weir = |args: &[&str]| -> Value {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+            .arg("replay")
+            .arg("--url")
+            .arg(&admin)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "weir replay {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    // Offsets 1 and 2 of the only partition the topic has: two events, by offset range.
+    let job = tokio::task::block_in_place(|| {
+        weir(&[
+            "start",
+            "--endpoint",
+            &id,
+            "--range",
+            "cli:0:1:3",
+            "--rate",
+            "50",
+        ])
+    });
+    let job_id = job["id"].as_str().unwrap().to_owned();
+    let done = wait_job(&admin, &job_id, &["completed"], Duration::from_secs(30)).await;
+    assert_eq!(sent_to(&done, &id), 2, "{done}");
+    assert!(
+        receiver
+            .wait(Duration::from_secs(10), |r| replayed(r, &job_id).len() >= 2)
+            .await
+    );
+    let shown = tokio::task::block_in_place(|| weir(&["show", &job_id]));
+    assert_eq!(shown["status"], "completed");
+    let mut ids: Vec<String> = replayed(&receiver.received(), &job_id)
+        .iter()
+        .map(|r| r.header("webhook-id").unwrap().to_owned())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["c-2", "c-3"]);
+}

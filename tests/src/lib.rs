@@ -5,6 +5,7 @@
 
 use bytes::Bytes;
 
+pub mod browser;
 pub mod cluster;
 pub mod receiver;
 pub mod s3;
