@@ -162,7 +162,8 @@ async fn a_replay_of_a_time_window_sends_exactly_its_events_within_its_rate() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unapproved_job_sends_nothing_and_a_cancelled_one_stops_within_a_second() {
+async fn an_unapproved_job_sends_nothing_a_paused_one_waits_and_a_cancelled_one_stops_within_a_second()
+ {
     let (node, _dispatcher, admin) = serve_with(|d| d.replay_approval_threshold = 10).await;
     let receiver = Receiver::start().await;
     let endpoint = create(
@@ -212,6 +213,37 @@ async fn an_unapproved_job_sends_nothing_and_a_cancelled_one_stops_within_a_seco
                 >= 10)
             .await,
         "an approved job sends"
+    );
+    // Paused, it sends nothing (after a second for what was under way); resumed, it goes on.
+    let (code, job) = call(
+        Method::POST,
+        format!("{admin}/v1/replays/{job_id}/pause"),
+        None,
+    )
+    .await;
+    assert_eq!(code, 200, "{job}");
+    assert_eq!(job["status"], "paused");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = replayed(&receiver.received(), &job_id).len();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        replayed(&receiver.received(), &job_id).len(),
+        before,
+        "a paused job sent"
+    );
+    let (code, job) = call(
+        Method::POST,
+        format!("{admin}/v1/replays/{job_id}/resume"),
+        None,
+    )
+    .await;
+    assert_eq!(code, 200, "{job}");
+    assert!(
+        receiver
+            .wait(Duration::from_secs(10), |r| replayed(r, &job_id).len()
+                >= before + 5)
+            .await,
+        "a resumed job sends again"
     );
     let (code, job) = call(
         Method::POST,
