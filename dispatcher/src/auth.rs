@@ -92,45 +92,58 @@ pub(crate) async fn authenticate(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let caller = if inner.tokens.is_empty() {
-        let peer = request
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0);
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match caller(&inner.tokens, peer, authorization) {
+        Ok(caller) => {
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
+        Err((status, message)) => refuse(status, message),
+    }
+}
+
+/// Who is calling: a token's holder, or (without tokens) a loopback client.
+fn caller(
+    tokens: &Tokens,
+    peer: Option<SocketAddr>,
+    authorization: Option<&str>,
+) -> Result<Caller, (StatusCode, &'static str)> {
+    if tokens.is_empty() {
         if !peer.is_some_and(|p| p.ip().is_loopback()) {
-            return refuse(
+            return Err((
                 StatusCode::FORBIDDEN,
                 "development mode (no dispatcher.tokens): only loopback clients are served",
-            );
+            ));
         }
-        Caller {
+        return Ok(Caller {
             name: "local".into(),
             roles: HashSet::new(),
             development: true,
-        }
-    } else {
-        let presented = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        let Some(token) = presented.and_then(|p| inner.tokens.find(p.trim())) else {
-            return refuse(
-                StatusCode::UNAUTHORIZED,
-                "a valid token is required (Authorization: Bearer <token>)",
-            );
-        };
-        Caller {
-            name: token.name.clone(),
-            roles: token.roles.iter().copied().collect(),
-            development: false,
-        }
+        });
+    }
+    let presented = authorization.and_then(|v| v.strip_prefix("Bearer "));
+    let Some(token) = presented.and_then(|p| tokens.find(p.trim())) else {
+        return Err((
+            StatusCode::UNAUTHORIZED,
+            "a valid token is required (Authorization: Bearer <token>)",
+        ));
     };
-    request.extensions_mut().insert(caller);
-    next.run(request).await
+    Ok(Caller {
+        name: token.name.clone(),
+        roles: token.roles.iter().copied().collect(),
+        development: false,
+    })
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -153,6 +166,40 @@ mod tests {
         let tokens = Tokens::new(&[token("b", None, Some(&hex), &[Role::Approver])]);
         assert_eq!(tokens.find("secret-b").map(|t| t.name.as_str()), Some("b"));
         assert!(tokens.find("secret-a").is_none());
+    }
+
+    #[test]
+    fn without_tokens_only_loopback_clients_are_served() {
+        let none = Tokens::new(&[]);
+        let local: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let local6: SocketAddr = "[::1]:5000".parse().unwrap();
+        let remote: SocketAddr = "10.1.2.3:5000".parse().unwrap();
+        assert!(caller(&none, Some(local), None).unwrap().development);
+        assert!(caller(&none, Some(local6), None).is_ok());
+        assert_eq!(
+            caller(&none, Some(remote), None).unwrap_err().0,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            caller(&none, None, None).unwrap_err().0,
+            StatusCode::FORBIDDEN
+        );
+        // With tokens, a remote client with a token is served; loopback without one is not.
+        let some = Tokens::new(&[token("a", Some("t"), None, &[Role::Viewer])]);
+        assert_eq!(
+            caller(&some, Some(remote), Some("Bearer t")).unwrap().name,
+            "a"
+        );
+        assert_eq!(
+            caller(&some, Some(local), None).unwrap_err().0,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            caller(&some, Some(local), Some("Bearer wrong"))
+                .unwrap_err()
+                .0,
+            StatusCode::UNAUTHORIZED
+        );
     }
 
     #[test]
