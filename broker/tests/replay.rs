@@ -403,6 +403,8 @@ async fn tokens_have_roles_a_second_operator_approves_and_everything_is_audited(
     let url = |p: &str| format!("{admin}{p}");
     let (code, _) = call(Method::GET, url("/v1/endpoints"), None).await;
     assert_eq!(code, 401, "no token");
+    let page = reqwest::get(url("/console")).await.unwrap();
+    assert_eq!(page.status(), 200, "the console page itself needs no token");
     let (code, _) = call_as(Some("nobody"), Method::GET, url("/v1/endpoints"), None).await;
     assert_eq!(code, 401, "unknown token");
     let (code, _) = call_as(Some("vera-secret"), Method::GET, url("/v1/endpoints"), None).await;
