@@ -7,13 +7,11 @@
 mod common;
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::BufRead;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use base64::Engine as _;
 use common::InProcess;
-use common::dispatch::{call, create, produce, serve};
+use common::dispatch::{DispatcherProcess, call, create, produce, serve};
 use hmac::{Hmac, Mac};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -456,60 +454,6 @@ async fn an_endpoint_rate_limit_holds() {
 }
 
 /// A `weir dispatcher` process; its admin address.
-struct DispatcherProcess {
-    child: std::process::Child,
-    admin: String,
-}
-
-impl DispatcherProcess {
-    fn start(bootstrap: &str, key: &str, allow_loopback: bool) -> DispatcherProcess {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_weir"));
-        command
-            .args([
-                "dispatcher",
-                "--bootstrap",
-                bootstrap,
-                "--admin-listen",
-                "127.0.0.1:0",
-            ])
-            .env("WEIR_DISPATCHER__SECRET_KEY", key)
-            .env("WEIR_DISPATCHER__RETRY_TIERS_S", "[1, 2]")
-            .env("WEIR_DISPATCHER__TOPIC_PARTITIONS", "4")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        if allow_loopback {
-            command.env("WEIR_DISPATCHER__ALLOW_CIDRS", "[\"127.0.0.0/8\"]");
-        }
-        let mut child = command.spawn().unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let admin = line
-            .trim()
-            .strip_prefix("weir dispatcher serving admin=")
-            .unwrap_or_else(|| panic!("weir dispatcher did not start: {line:?}"))
-            .to_owned();
-        DispatcherProcess {
-            child,
-            admin: format!("http://{admin}"),
-        }
-    }
-
-    fn kill9(mut self) {
-        let _ = self.child.kill(); // SIGKILL
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for DispatcherProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dispatcher_killed_mid_run_loses_no_delivery() {
     let node = InProcess::start_with(|c| c.dispatcher.enabled = false).await;

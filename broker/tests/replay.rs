@@ -10,7 +10,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use common::dispatch::{call, call_as, create, produce, serve, serve_with};
+use common::dispatch::{DispatcherProcess, call, call_as, create, produce, serve, serve_with};
 use reqwest::Method;
 use serde_json::{Value, json};
 use weir_dispatcher::config::{ApiToken, Role};
@@ -572,4 +572,90 @@ async fn weir_replay_starts_and_shows_jobs() {
         .collect();
     ids.sort();
     assert_eq!(ids, ["c-2", "c-3"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_outlives_the_dispatcher_running_it() {
+    let node = common::InProcess::start_with(|c| c.dispatcher.enabled = false).await;
+    let key = weir_dispatcher::crypto::SecretKey::generate();
+    let receiver = Receiver::start().await;
+    let first = DispatcherProcess::start(&node.bootstrap(), &key, true);
+    let second = DispatcherProcess::start(&node.bootstrap(), &key, true);
+    let endpoint = create(
+        &first.admin,
+        json!({"url": receiver.url("/ok"), "source_topics": ["ledger"]}),
+    )
+    .await;
+    let id = endpoint["id"].as_str().unwrap().to_owned();
+    let list: Vec<(String, String)> = (0..200)
+        .map(|i| (format!("k{i}"), format!("l-{i}")))
+        .collect();
+    let refs: Vec<(&str, &str, &str)> = list
+        .iter()
+        .map(|(k, id)| (k.as_str(), id.as_str(), "{}"))
+        .collect();
+    produce(&node.bootstrap(), "ledger", &refs, &[]).await;
+    assert!(
+        receiver
+            .wait(Duration::from_secs(60), |r| r.len() >= 200)
+            .await
+    );
+    let request = json!({"endpoint_ids": [id], "from_time": "1970-01-01T00:00:00Z",
+                         "rate_limit_per_s": 25});
+    let (code, job) = call(
+        Method::POST,
+        format!("{}/v1/replays", first.admin),
+        Some(request),
+    )
+    .await;
+    assert_eq!(code, 201, "{job}");
+    let job_id = job["id"].as_str().unwrap().to_owned();
+    assert!(
+        receiver
+            .wait(Duration::from_secs(30), |r| replayed(r, &job_id).len()
+                >= 40)
+            .await,
+        "the replay runs"
+    );
+    // Kill the instance running it (its checkpoint is at most a second old).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let runner = loop {
+        let (_, job) = call(
+            Method::GET,
+            format!("{}/v1/replays/{job_id}", second.admin),
+            None,
+        )
+        .await;
+        if let Some(r) = job["progress"]["runner"].as_str() {
+            break r.to_owned();
+        }
+        assert!(Instant::now() < deadline, "no runner: {job}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let (_, stats) = call(Method::GET, format!("{}/v1/stats", first.admin), None).await;
+    let (killed, survivor) = if stats["instance"] == runner.as_str() {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    killed.kill9();
+    let done = wait_job(
+        &survivor.admin,
+        &job_id,
+        &["completed"],
+        Duration::from_secs(90),
+    )
+    .await;
+    let (_, stats) = call(Method::GET, format!("{}/v1/stats", survivor.admin), None).await;
+    assert_eq!(
+        done["progress"]["runner"], stats["instance"],
+        "taken over: {done}"
+    );
+    let all = receiver.received();
+    let ids: HashSet<&str> = replayed(&all, &job_id)
+        .iter()
+        .map(|r| r.header("webhook-id").unwrap())
+        .collect();
+    assert_eq!(ids.len(), 200, "every event replayed at least once");
+    drop(survivor);
 }

@@ -120,6 +120,8 @@ pub struct Engine {
     pub jobs: Arc<crate::replay::Jobs>,
     /// Per-endpoint health and the counters over time, for the console.
     pub health: crate::stats::Health,
+    /// This instance, in replay jobs' run state and the stats (random per start).
+    pub instance: String,
     consumers: Mutex<Vec<Arc<GroupConsumer>>>,
 }
 
@@ -152,6 +154,7 @@ impl Engine {
             progresses: Mutex::new(Vec::new()),
             jobs: Arc::default(),
             health: crate::stats::Health::default(),
+            instance: format!("dsp_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
             consumers: Mutex::new(Vec::new()),
         })
     }

@@ -145,6 +145,9 @@ pub struct RunState {
     pub error: Option<String>,
     pub updated_at_ms: i64,
     pub finished_at_ms: Option<i64>,
+    /// The dispatcher instance running it (the last to).
+    #[serde(default)]
+    pub runner: Option<String>,
 }
 
 impl RunState {
@@ -158,6 +161,7 @@ impl RunState {
             error: None,
             updated_at_ms: now_ms(),
             finished_at_ms: None,
+            runner: None,
         }
     }
 
@@ -427,7 +431,8 @@ impl Runner {
             running.insert(id.clone(), tx);
             let runner = self.clone();
             tokio::spawn(async move {
-                let state = runner.jobs.state(&id).unwrap_or_else(RunState::new);
+                let mut state = runner.jobs.state(&id).unwrap_or_else(RunState::new);
+                state.runner = Some(runner.engine.instance.clone());
                 tracing::info!(job = %id, kind = ?def.kind, dry_run = def.request.dry_run, "replay job starting");
                 let result = match def.kind {
                     Kind::Replay => runner.replay(&def, state, rx).await,

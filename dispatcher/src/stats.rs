@@ -162,6 +162,7 @@ pub(crate) async fn stats(State(inner): State<Arc<Inner>>) -> Json<Value> {
     let c = &engine.counters;
     let lag: BTreeMap<String, i64> = engine.lag();
     Json(json!({
+        "instance": engine.instance,
         "at_ms": now_ms(),
         "endpoints": endpoints,
         "lag": lag,

@@ -1,6 +1,7 @@
 //! The dispatcher's test helpers: `weir serve` with its dispatcher in this process, admin API
 //! calls, producing CloudEvents-style records.
 
+use std::io::BufRead;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
@@ -116,5 +117,61 @@ pub async fn produce(
     }
     for sent in futures::future::join_all(sends).await {
         sent.unwrap();
+    }
+}
+
+/// A `weir dispatcher` process (short retry tiers, 4 partitions per topic); killed on drop.
+pub struct DispatcherProcess {
+    child: std::process::Child,
+    pub admin: String,
+}
+
+impl DispatcherProcess {
+    pub fn start(bootstrap: &str, key: &str, allow_loopback: bool) -> DispatcherProcess {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_weir"));
+        command
+            .args([
+                "dispatcher",
+                "--bootstrap",
+                bootstrap,
+                "--admin-listen",
+                "127.0.0.1:0",
+            ])
+            .env("WEIR_DISPATCHER__SECRET_KEY", key)
+            .env("WEIR_DISPATCHER__RETRY_TIERS_S", "[1, 2]")
+            .env("WEIR_DISPATCHER__TOPIC_PARTITIONS", "4")
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit());
+        if allow_loopback {
+            command.env("WEIR_DISPATCHER__ALLOW_CIDRS", "[\"127.0.0.0/8\"]");
+        }
+        let mut child = command.spawn().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let admin = line
+            .trim()
+            .strip_prefix("weir dispatcher serving admin=")
+            .unwrap_or_else(|| panic!("weir dispatcher did not start: {line:?}"))
+            .to_owned();
+        DispatcherProcess {
+            child,
+            admin: format!("http://{admin}"),
+        }
+    }
+
+    /// SIGKILL.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for DispatcherProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
