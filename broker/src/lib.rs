@@ -25,7 +25,7 @@ pub mod dispatch;
 mod error;
 pub mod group;
 pub mod metadata;
-mod metrics;
+pub mod metrics;
 pub mod node;
 mod retention;
 pub mod server;

@@ -398,9 +398,14 @@ async fn dispatcher(args: DispatcherArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot listen on {} (admin): {e}", args.admin_listen))?;
     let admin = listener.local_addr()?;
     let dispatcher = weir_dispatcher::Dispatcher::start(config).await?;
+    weir_broker::metrics::render_process(); // installs the recorder
     let app = dispatcher
         .router()
-        .route("/health/live", axum::routing::get(|| async { "live\n" }));
+        .route("/health/live", axum::routing::get(|| async { "live\n" }))
+        .route(
+            "/metrics",
+            axum::routing::get(|| async { weir_broker::metrics::render_process() }),
+        );
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
     let serving = tokio::spawn(async move {
         let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();

@@ -17,6 +17,8 @@
 //! | `weir_block_cache_bytes`, `weir_log_cache_bytes`, `weir_unuploaded_bytes` | gauge | |
 //! | `weir_partitions_owned` | gauge | |
 //! | `weir_consumer_group_lag` | gauge | `group`, `topic`, `partition` |
+//!
+//! The webhook dispatcher's metrics (`weir_dispatch_*`) are listed in `weir_dispatcher::stats`.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -101,6 +103,11 @@ pub(crate) fn request(key: ApiKey, seconds: f64, bytes_in: usize, bytes_out: usi
     metrics::histogram!("weir_request_seconds", "api" => api).record(seconds);
     metrics::counter!("weir_network_bytes_in_total").increment(bytes_in as u64);
     metrics::counter!("weir_network_bytes_out_total").increment(bytes_out as u64);
+}
+
+/// The `/metrics` page of a process without a node (`weir dispatcher`): the dispatcher's metrics.
+pub fn render_process() -> String {
+    install().render()
 }
 
 /// The `/metrics` page: state gauges refreshed, then everything rendered.

@@ -144,6 +144,22 @@ async fn deliveries_are_signed_and_carry_cloudevents_and_trace_headers() {
         2
     );
     assert!(verifies(&last, new_secret) && verifies(&last, &secret));
+    // Prometheus metrics of the deliveries, on the admin listener's /metrics.
+    let metrics = reqwest::get(format!("{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let delivered = format!(
+        "weir_dispatch_attempts_total{{endpoint=\"{id}\",outcome=\"delivered\",class=\"none\"}} 21"
+    );
+    assert!(
+        metrics.contains(&delivered),
+        "{delivered} not in:\n{metrics}"
+    );
+    assert!(metrics.contains("weir_dispatch_attempt_seconds_bucket{endpoint="));
+    assert!(metrics.contains("weir_dispatch_delivery_seconds_count{endpoint="));
     dispatcher.shutdown().await;
     node.server.shutdown().await.unwrap();
 }

@@ -379,6 +379,8 @@ impl Engine {
     /// A task its lane cannot take now: to the first retry tier, in the background.
     fn defer_busy(self: &Arc<Self>, job: Job) {
         self.counters.deferred.fetch_add(1, AtomicOrdering::Relaxed);
+        metrics::counter!("weir_dispatch_deferred_total", "endpoint" => job.state.endpoint_id.clone())
+            .increment(1);
         let engine = self.clone();
         tokio::spawn(async move {
             let due = now_ms() + tier_ms(engine.tiers[0]);
@@ -464,6 +466,7 @@ impl Engine {
         let failed = answer.error.is_some();
         self.health
             .record(&job.state.endpoint_id, !failed, answer.latency);
+        crate::stats::attempt(&job.state, answer.error, answer.latency);
         lane.breaker
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -669,6 +672,12 @@ impl Engine {
     /// done once acknowledged.
     async fn dead(self: &Arc<Self>, job: Job, reason: &str, attempts: u32) {
         self.counters.dead.fetch_add(1, AtomicOrdering::Relaxed);
+        metrics::counter!(
+            "weir_dispatch_dead_letters_total",
+            "endpoint" => job.state.endpoint_id.clone(),
+            "reason" => reason.to_owned()
+        )
+        .increment(1);
         let letter = DeadLetter {
             event: job.state.event.clone(),
             endpoint_id: job.state.endpoint_id.clone(),

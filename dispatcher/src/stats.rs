@@ -1,6 +1,18 @@
 //! What the operator console shows: per-endpoint health (success rate, p99 latency, queue depth,
 //! breaker), consumer lag, deliveries, retries and dead letters over time. `GET /v1/stats`
 //! answers it as JSON; `GET /console` is the page that draws it.
+//!
+//! The same as Prometheus metrics (through the `metrics` facade; `/metrics` of the admin listener):
+//!
+//! | metric | kind | labels |
+//! |---|---|---|
+//! | `weir_dispatch_attempts_total` | counter | `endpoint`, `outcome` (`delivered`, `failed`), `class` |
+//! | `weir_dispatch_attempt_seconds` | histogram (request to answer) | `endpoint` |
+//! | `weir_dispatch_delivery_seconds` | histogram (event timestamp to delivery, first attempts) | `endpoint` |
+//! | `weir_dispatch_dead_letters_total` | counter | `endpoint`, `reason` |
+//! | `weir_dispatch_deferred_total` (handed to a retry topic without an attempt) | counter | `endpoint` |
+//! | `weir_dispatch_lag` | gauge | `topic`, `partition` |
+//! | `weir_dispatch_endpoint_queued`, `weir_dispatch_endpoint_in_flight`, `weir_dispatch_endpoint_breaker_open` | gauge | `endpoint` |
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
@@ -104,7 +116,13 @@ impl Health {
                 failed: c.failed_attempts.load(Relaxed),
                 retries: c.retries_scheduled.load(Relaxed) + c.deferred.load(Relaxed),
                 dead: c.dead.load(Relaxed),
-                lag: engine.lag().values().sum(),
+                lag: 0,
+            };
+            let lag = engine.lag();
+            gauges(&engine, &lag);
+            let point = Point {
+                lag: lag.values().sum(),
+                ..point
             };
             {
                 let mut series = engine
@@ -122,6 +140,55 @@ impl Health {
                 () = tokio::time::sleep(SAMPLE_EVERY) => {}
             }
         }
+    }
+}
+
+/// Records one attempt's metrics.
+pub(crate) fn attempt(
+    state: &crate::task::TaskState,
+    error: Option<crate::task::ErrorClass>,
+    latency: Duration,
+) {
+    let endpoint = state.endpoint_id.clone();
+    let (outcome, class) = match error {
+        None => ("delivered", "none"),
+        Some(c) => ("failed", c.as_str()),
+    };
+    metrics::counter!(
+        "weir_dispatch_attempts_total",
+        "endpoint" => endpoint.clone(),
+        "outcome" => outcome,
+        "class" => class
+    )
+    .increment(1);
+    metrics::histogram!("weir_dispatch_attempt_seconds", "endpoint" => endpoint.clone())
+        .record(latency.as_secs_f64());
+    if error.is_none() && state.attempt == 1 && state.replay_id.is_none() {
+        let age_ms = (now_ms() - state.event.timestamp_ms).max(0);
+        metrics::histogram!("weir_dispatch_delivery_seconds", "endpoint" => endpoint)
+            .record(age_ms as f64 / 1000.0);
+    }
+}
+
+/// Sets the gauges (lag, lanes) from the engine's state.
+fn gauges(engine: &Engine, lag: &BTreeMap<String, i64>) {
+    for (name, n) in lag {
+        if let Some((topic, partition)) = name.rsplit_once('/') {
+            metrics::gauge!(
+                "weir_dispatch_lag",
+                "topic" => topic.to_owned(),
+                "partition" => partition.to_owned()
+            )
+            .set(*n as f64);
+        }
+    }
+    for (id, queued, in_flight, breaker) in engine.lanes() {
+        metrics::gauge!("weir_dispatch_endpoint_queued", "endpoint" => id.clone())
+            .set(queued as f64);
+        metrics::gauge!("weir_dispatch_endpoint_in_flight", "endpoint" => id.clone())
+            .set(in_flight as f64);
+        metrics::gauge!("weir_dispatch_endpoint_breaker_open", "endpoint" => id)
+            .set(if breaker == "closed" { 0.0 } else { 1.0 });
     }
 }
 
