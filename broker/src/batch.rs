@@ -172,6 +172,43 @@ pub fn assign_offsets(payload: &[u8], base_offset: u64, leader_epoch: i32) -> By
     out.freeze()
 }
 
+/// The producer fields of each batch of a validated payload written by an idempotent producer
+/// (producer id 0 and up), in order.
+pub fn producer_ids(payload: &[u8]) -> Vec<crate::producers::BatchIds> {
+    producer_headers(payload)
+        .into_iter()
+        .map(|(ids, _)| ids)
+        .collect()
+}
+
+/// The producer fields and base offset of each batch of a payload that has a producer id.
+pub fn producer_headers(payload: &[u8]) -> Vec<(crate::producers::BatchIds, i64)> {
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    while at + HEADER_LEN <= payload.len() {
+        let size = usize::try_from(i32_at(payload, at + 8)).unwrap_or(0) + LENGTH_END;
+        if size < HEADER_LEN || at + size > payload.len() {
+            break;
+        }
+        let producer_id = i64_at(payload, at + 43);
+        let attributes = i16::from_be_bytes([payload[at + 21], payload[at + 22]]);
+        // Control batches (transaction markers) carry the producer's id but no sequence.
+        if producer_id >= 0 && attributes & 0x20 == 0 {
+            out.push((
+                crate::producers::BatchIds {
+                    producer_id,
+                    producer_epoch: i16::from_be_bytes([payload[at + 51], payload[at + 52]]),
+                    base_sequence: i32_at(payload, at + 53),
+                    count: i32_at(payload, at + 57),
+                },
+                i64_at(payload, at),
+            ));
+        }
+        at += size;
+    }
+    out
+}
+
 /// The batches of a stored payload: `(base offset, max timestamp, byte range)` each.
 pub fn batches(payload: &[u8]) -> Vec<(i64, i64, std::ops::Range<usize>)> {
     let mut out = Vec::new();

@@ -45,6 +45,9 @@ pub struct ServeConfig {
     /// Bytes of request frames read ahead or waiting for durability, per connection. Default
     /// 64 MiB.
     pub max_in_flight_bytes: u32,
+    /// Offsets at the end of a partition read to rebuild its idempotent producers' state when it
+    /// opens here (a restart, a move, a failover). Default 100,000.
+    pub producer_state_window: u64,
     /// Largest record batch accepted (Kafka's `message.max.bytes`). Default 1 MiB + 12 bytes.
     pub max_message_bytes: u32,
     /// Partitions of `__consumer_offsets`, fixed when it is first created. Default 50, as Kafka.
@@ -140,6 +143,7 @@ impl Default for ServeConfig {
             max_connections: 10_000,
             max_in_flight_requests: 1024,
             max_in_flight_bytes: 64 << 20,
+            producer_state_window: 100_000,
             max_message_bytes: (1 << 20) + 12,
             offsets_topic_partitions: 50,
             group_initial_rebalance_delay_ms: 3000,

@@ -27,6 +27,7 @@ pub mod group;
 pub mod metadata;
 pub mod metrics;
 pub mod node;
+pub mod producers;
 mod retention;
 pub mod server;
 pub mod topic_config;

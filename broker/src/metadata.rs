@@ -97,6 +97,14 @@ impl Metadata {
         }
     }
 
+    /// A block of `count` Kafka producer ids: the first.
+    pub async fn allocate_producer_ids(&self, count: u32) -> Result<u64, ControllerError> {
+        match self {
+            Metadata::Local(c) => c.allocate_producer_ids(count).await,
+            Metadata::Remote(r) => r.allocate_producer_ids(count).await,
+        }
+    }
+
     /// Moves every partition off `broker`.
     pub async fn drain(&self, broker: u32) -> Result<(), ControllerError> {
         match self {

@@ -27,6 +27,8 @@ pub struct Node {
     pub cluster_id: String,
     /// Consumer groups and committed offsets.
     pub groups: crate::group::Coordinator,
+    /// Idempotent producers: ids and per-partition sequence state.
+    pub producers: crate::producers::Producers,
     /// Bytes produced and fetched per partition since the last load report (for the balancer).
     traffic: std::sync::Mutex<(std::time::Instant, std::collections::HashMap<StreamId, u64>)>,
 }
@@ -61,6 +63,7 @@ impl Node {
             open_lock: tokio::sync::Mutex::new(()),
             cluster_id,
             groups: crate::group::Coordinator::new(settings),
+            producers: crate::producers::Producers::default(),
             traffic: std::sync::Mutex::new((std::time::Instant::now(), Default::default())),
         }
     }

@@ -330,6 +330,23 @@ impl Controller {
 }
 
 /// Kafka's rule: 1 to 249 characters of ASCII letters, digits, `.`, `_` and `-`, and not `.` or `..`.
+impl Controller {
+    /// Hands out `count` Kafka producer ids (a broker's block): the first of them. Committed
+    /// before they are used, so no id is ever handed out twice, across controllers too.
+    pub async fn allocate_producer_ids(&self, count: u32) -> Result<u64, ControllerError> {
+        let mut writer = self.writer().await;
+        let first = self.read(|s| s.next_producer_id);
+        let record = Kind::Counters(Counters {
+            next_stream_id: self.read(|s| s.next_stream_id),
+            next_object_id: self.read(|s| s.next_object_id),
+            next_producer_id: first + u64::from(count.max(1)),
+        })
+        .into();
+        self.commit(&mut writer, vec![record]).await?;
+        Ok(first)
+    }
+}
+
 pub fn validate_topic_name(name: &str) -> Result<(), ControllerError> {
     let valid_chars = name
         .bytes()
@@ -410,6 +427,7 @@ impl StreamMetadata for Controller {
             let record = Kind::Counters(Counters {
                 next_stream_id: self.read(|s| s.next_stream_id),
                 next_object_id: reserved,
+                next_producer_id: self.read(|s| s.next_producer_id),
             })
             .into();
             self.commit(&mut writer, vec![record])

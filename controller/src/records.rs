@@ -330,6 +330,9 @@ pub struct Counters {
     /// Next object id not yet reserved.
     #[prost(uint64, tag = "2")]
     pub next_object_id: u64,
+    /// Next Kafka producer id not yet handed out (brokers take them in blocks).
+    #[prost(uint64, tag = "3")]
+    pub next_producer_id: u64,
 }
 
 /// The body of a metadata log object or snapshot: records applied in order.

@@ -468,6 +468,17 @@ impl RemoteController {
             .await
     }
 
+    /// A block of `count` Kafka producer ids: the first.
+    pub async fn allocate_producer_ids(&self, count: u32) -> Result<u64, ControllerError> {
+        let reply = self
+            .call(
+                |mut c| async move { c.allocate_producer_ids(pb::AllocateRequest { count }).await },
+            )
+            .await
+            .map_err(|s| controller_error(&s))?;
+        Ok(reply.into_inner().first)
+    }
+
     /// Moves every stream off `broker`.
     pub async fn drain(&self, broker: u32) -> Result<(), ControllerError> {
         let request = pb::DrainRequest { broker };

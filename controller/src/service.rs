@@ -597,6 +597,18 @@ impl pb::controller_server::Controller for Service {
         Ok(Response::new(pb::AllocateReply { first: first.get() }))
     }
 
+    async fn allocate_producer_ids(
+        &self,
+        request: Request<pb::AllocateRequest>,
+    ) -> Result<Response<pb::AllocateReply>, Status> {
+        let c = self.controller()?;
+        let first = c
+            .allocate_producer_ids(request.into_inner().count)
+            .await
+            .map_err(|e| crate::rpc::controller_status(&e))?;
+        Ok(Response::new(pb::AllocateReply { first }))
+    }
+
     async fn commit_objects(
         &self,
         request: Request<pb::CommitRequest>,

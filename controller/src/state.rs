@@ -96,6 +96,8 @@ pub struct State {
     pub objects: BTreeMap<ObjectId, ObjectDescriptor>,
     /// Next stream id to hand out.
     pub next_stream_id: u64,
+    /// Next Kafka producer id not handed out to a broker.
+    pub next_producer_id: u64,
     /// Next object id not yet reserved.
     pub next_object_id: u64,
     /// Object ids below this can no longer be committed (the garbage collector's fence).
@@ -285,6 +287,7 @@ impl State {
             Kind::Counters(c) => {
                 self.next_stream_id = self.next_stream_id.max(c.next_stream_id);
                 self.next_object_id = self.next_object_id.max(c.next_object_id);
+                self.next_producer_id = self.next_producer_id.max(c.next_producer_id);
             }
         }
     }
@@ -331,6 +334,7 @@ impl State {
         let mut records = vec![Record::from(Kind::Counters(Counters {
             next_stream_id: self.next_stream_id,
             next_object_id: self.next_object_id,
+            next_producer_id: self.next_producer_id,
         }))];
         if self.object_fence > 0 {
             records.push(

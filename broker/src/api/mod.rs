@@ -12,6 +12,7 @@ mod describe_configs;
 mod describe_topic_partitions;
 mod fetch;
 mod groups;
+mod init_producer_id;
 mod list_offsets;
 mod metadata;
 mod offset_for_leader_epoch;
@@ -96,6 +97,7 @@ pub(crate) fn supported() -> Vec<(ApiKey, VersionRange)> {
             ApiKey::ListPartitionReassignments,
             ListPartitionReassignmentsRequest::VERSIONS,
         ),
+        (ApiKey::InitProducerId, InitProducerIdRequest::VERSIONS),
     ]
 }
 
@@ -144,6 +146,9 @@ pub(crate) async fn handle(
             }));
         }
         RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(node, r, version).await),
+        RequestKind::InitProducerId(r) => {
+            ResponseKind::InitProducerId(init_producer_id::handle(node, r).await)
+        }
         RequestKind::OffsetForLeaderEpoch(r) => {
             ResponseKind::OffsetForLeaderEpoch(offset_for_leader_epoch::handle(node, r))
         }

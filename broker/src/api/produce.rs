@@ -21,9 +21,12 @@ use kafka_protocol::protocol::StrBytes;
 use weir_controller::Topic;
 use weir_storage::{Durable, Stream};
 
+use std::sync::Arc;
+
 use crate::batch;
 use crate::error::{batch_code, storage_code};
 use crate::node::Node;
+use crate::producers::{BatchIds, PartitionProducers, Verdict};
 use crate::topic_config;
 
 /// The second step of a Produce: waits for durability, then answers.
@@ -109,19 +112,33 @@ enum Queued {
         durable: Durable,
         stream: Stream,
         topic: String,
+        /// An idempotent producer's partition state, forgotten if the append fails.
+        producers: Option<Arc<tokio::sync::Mutex<PartitionProducers>>>,
+    },
+    /// A retried batch written before: answered once its last record is durable.
+    Duplicate {
+        response: PartitionProduceResponse,
+        stream: Stream,
+        last_offset: i64,
     },
 }
 
 impl Queued {
     async fn finish(self) -> PartitionProduceResponse {
-        let (response, durable, stream, topic) = match self {
+        let (response, durable, stream, topic, producers) = match self {
             Queued::Refused(response) => return response,
+            Queued::Duplicate {
+                response,
+                stream,
+                last_offset,
+            } => return durable_duplicate(response, &stream, last_offset).await,
             Queued::Appending {
                 response,
                 durable,
                 stream,
                 topic,
-            } => (response, durable, stream, topic),
+                producers,
+            } => (response, durable, stream, topic, producers),
         };
         let index = response.index;
         match durable.wait().await {
@@ -130,10 +147,67 @@ impl Queued {
                 .with_log_start_offset(i64::try_from(stream.start_offset().get()).unwrap_or(0)),
             Err(e) => {
                 tracing::warn!(topic, partition = index, error = %e, "append failed");
+                if let Some(p) = producers {
+                    // What was recorded may not be in the stream: read it again next time.
+                    p.lock().await.invalidate();
+                }
                 response.with_error_code(storage_code(&e))
             }
         }
     }
+}
+
+/// A duplicate's answer: the original's offsets, once its last record is durable.
+async fn durable_duplicate(
+    response: PartitionProduceResponse,
+    stream: &Stream,
+    last_offset: i64,
+) -> PartitionProduceResponse {
+    let mut watermark = stream.subscribe();
+    let durable = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        loop {
+            if i64::try_from(watermark.borrow_and_update().get()).unwrap_or(i64::MAX) > last_offset
+            {
+                return true;
+            }
+            if watermark.changed().await.is_err() {
+                return false;
+            }
+        }
+    })
+    .await;
+    match durable {
+        Ok(true) => {
+            response.with_log_start_offset(i64::try_from(stream.start_offset().get()).unwrap_or(0))
+        }
+        _ => response
+            .with_base_offset(-1)
+            .with_error_code(ResponseError::RequestTimedOut.code()),
+    }
+}
+
+/// The verdict on all the batches of one request (nearly always one batch): each must follow the
+/// one before it; all duplicates is a duplicate of the first's offsets.
+fn verdict(state: &PartitionProducers, ids: &[BatchIds]) -> Verdict {
+    let Some(first) = ids.first() else {
+        return Verdict::Append;
+    };
+    let head = state.check(first);
+    for pair in ids.windows(2) {
+        let (a, b) = (pair[0], pair[1]);
+        let follows = a.producer_id == b.producer_id
+            && a.producer_epoch == b.producer_epoch
+            && i64::from(b.base_sequence)
+                == (i64::from(a.base_sequence) + i64::from(a.count)) % (i64::from(i32::MAX) + 1);
+        let ok = match head {
+            Verdict::Duplicate { .. } => matches!(state.check(&b), Verdict::Duplicate { .. }),
+            _ => follows || (a.producer_id != b.producer_id && state.check(&b) == Verdict::Append),
+        };
+        if !ok {
+            return Verdict::Refuse(ResponseError::OutOfOrderSequenceNumber);
+        }
+    }
+    head
 }
 
 fn max_message_bytes(node: &Node, topic: &Topic) -> usize {
@@ -222,19 +296,66 @@ async fn enqueue(
         return Queued::Refused(refused);
     }
     node.count_traffic(partition.stream.id(), records.len());
+    let ids = batch::producer_ids(&records);
+    // An idempotent producer's batches are checked and appended under the partition's producer
+    // lock, so the checks see the appends in their order.
+    let producers = (!ids.is_empty()).then(|| node.producers.partition(partition.stream.id()));
+    let mut state = match &producers {
+        Some(p) => Some(p.clone().lock_owned().await),
+        None => None,
+    };
+    if let Some(state) = state.as_mut() {
+        if !state.is_loaded_for(partition.stream.epoch())
+            && let Err(e) = state
+                .load(&partition.stream, node.config.producer_state_window)
+                .await
+        {
+            tracing::warn!(topic = %topic.name, partition = data.index, error = %e, "cannot read the producers' state");
+            return Queued::Refused(response.with_error_code(storage_code(&e)));
+        }
+        match verdict(state, &ids) {
+            Verdict::Append => {}
+            Verdict::Duplicate {
+                base_offset,
+                last_offset,
+            } => {
+                tracing::debug!(topic = %topic.name, partition = data.index, base_offset, "duplicate batch acknowledged again");
+                return Queued::Duplicate {
+                    response: response.with_base_offset(base_offset),
+                    stream: partition.stream,
+                    last_offset,
+                };
+            }
+            Verdict::Refuse(error) => {
+                tracing::debug!(topic = %topic.name, partition = data.index, ?ids, error = ?error, "idempotent batch refused");
+                return Queued::Refused(response.with_error_code(error.code()));
+            }
+        }
+    }
     let epoch = partition.leader_epoch;
+    let mut assigned = 0u64;
     let queued = partition
         .stream
         .enqueue(summary.offsets, records.len(), |base| {
+            assigned = base.get();
             batch::assign_offsets(&records, base.get(), epoch)
         })
         .await;
+    if let (Some(state), Ok(_)) = (state.as_mut(), &queued) {
+        let mut base = i64::try_from(assigned).unwrap_or(i64::MAX);
+        for b in &ids {
+            state.record(*b, base);
+            base += i64::from(b.count);
+        }
+    }
+    drop(state);
     match queued {
         Ok(durable) => Queued::Appending {
             response,
             durable,
             stream: partition.stream,
             topic: topic.name.clone(),
+            producers,
         },
         Err(e) => {
             tracing::warn!(topic = %topic.name, partition = data.index, error = %e, "append failed");

@@ -178,6 +178,7 @@ fn record_strategy() -> impl Strategy<Value = Record> {
                 .into()
             }),
         (0u64..500, 0u64..500).prop_map(|(a, b)| Kind::Counters(Counters {
+            next_producer_id: 0,
             next_stream_id: a,
             next_object_id: b
         })
