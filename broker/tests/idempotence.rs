@@ -359,3 +359,111 @@ async fn librdkafka_retries_after_lost_answers_write_each_record_once() {
     }
     drop(weir);
 }
+
+/// [`produce`] to a partition that may still be opening on its new owner (as clients do, it
+/// retries NOT_LEADER_OR_FOLLOWER and LEADER_NOT_AVAILABLE).
+fn produce_to_new_owner(raw: &mut Raw, topic: &str, records: Bytes) -> (i16, i64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = produce(raw, topic, records.clone());
+        if !matches!(answer.0, 5 | 6) || std::time::Instant::now() > deadline {
+            return answer;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn leader_of(bootstrap: &str, topic: &str) -> i32 {
+    use rdkafka::consumer::BaseConsumer;
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    metadata.topics()[0].partitions()[0].leader()
+}
+
+/// Waits until `node` leads the topic's partition 0.
+fn wait_leader(cluster: &weir_tests::cluster::Cluster, topic: &str, node: i32) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while leader_of(&cluster.bootstrap(), topic) != node {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{node} never led {topic}\n{}",
+            cluster.logs_tail(20)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_state_follows_a_partition_move_and_a_failover() {
+    let objects = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", objects.path().display());
+    let env: Vec<(String, String)> = [
+        ("WEIR_CLUSTER__SESSION_TIMEOUT_MS", "2000"),
+        ("WEIR_CLUSTER__HEARTBEAT_INTERVAL_MS", "300"),
+        ("WEIR_OBJECT_WAL__FLUSH_INTERVAL_MS", "20"),
+        ("WEIR_STORAGE__UPLOAD_INTERVAL_MS", "1000"),
+        ("WEIR_OFFSETS_TOPIC_PARTITIONS", "2"),
+        // No balancing: the test moves the partition itself.
+        ("WEIR_CLUSTER__BALANCE_INTERVAL_MS", "3600000"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let mut cluster =
+        weir_tests::cluster::Cluster::new(env!("CARGO_BIN_EXE_weir").as_ref(), &url, &env);
+    cluster.start(1, true);
+    cluster.start(2, true);
+    create_topic(&cluster.bootstrap(), "moving", 1).await;
+    let cluster = tokio::task::spawn_blocking(move || {
+        let first = leader_of(&cluster.bootstrap(), "moving");
+        let other = 3 - first;
+        let node = |n: i32| cluster.broker(u32::try_from(n).unwrap()).kafka;
+        let mut raw = Raw::connect_to(node(first));
+        let (error, pid, _) = init_producer_id(&mut raw, -1, -1);
+        assert_eq!(error, 0);
+        assert_eq!(produce(&mut raw, "moving", batch(pid, 0, 0, 3)), (0, 0));
+        assert_eq!(produce(&mut raw, "moving", batch(pid, 0, 3, 2)), (0, 3));
+
+        // Moved (no data copied): the new owner reads the producers' state from the stream.
+        let body = format!(r#"{{"topic":"moving","partition":0,"broker":{other}}}"#);
+        let (status, answer) =
+            cluster.admin_post(u32::try_from(first).unwrap(), "/v1/cluster/reassign", &body);
+        assert_eq!(status, 200, "{answer}");
+        wait_leader(&cluster, "moving", other);
+        let mut raw = Raw::connect_to(node(other));
+        assert_eq!(
+            produce_to_new_owner(&mut raw, "moving", batch(pid, 0, 3, 2)),
+            (0, 3),
+            "a duplicate after the move"
+        );
+        assert_eq!(
+            produce(&mut raw, "moving", batch(pid, 0, 9, 1)).0,
+            OUT_OF_ORDER_SEQUENCE_NUMBER
+        );
+        assert_eq!(produce(&mut raw, "moving", batch(pid, 0, 5, 1)), (0, 5));
+        (cluster, pid, first, other)
+    })
+    .await
+    .unwrap();
+    let (mut cluster, pid, first, other) = cluster;
+
+    // Its owner killed: the survivor recovers the partition, and the state with it.
+    cluster.kill9(u32::try_from(other).unwrap());
+    tokio::task::spawn_blocking(move || {
+        wait_leader(&cluster, "moving", first);
+        let mut raw = Raw::connect_to(cluster.broker(u32::try_from(first).unwrap()).kafka);
+        assert_eq!(
+            produce_to_new_owner(&mut raw, "moving", batch(pid, 0, 5, 1)),
+            (0, 5),
+            "a duplicate after the failover"
+        );
+        assert_eq!(produce(&mut raw, "moving", batch(pid, 0, 6, 2)), (0, 6));
+    })
+    .await
+    .unwrap();
+}
