@@ -45,6 +45,16 @@ struct Written {
 struct Producer {
     epoch: i16,
     batches: VecDeque<Written>,
+    last_timestamp: i64,
+}
+
+/// A producer as DescribeProducers shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActiveProducer {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub last_sequence: i32,
+    pub last_timestamp: i64,
 }
 
 /// The producers of one partition, valid for one opening of its stream.
@@ -63,6 +73,8 @@ pub struct BatchIds {
     pub base_sequence: i32,
     /// Records in the batch.
     pub count: i32,
+    /// The batch's `maxTimestamp`.
+    pub max_timestamp: i64,
 }
 
 impl BatchIds {
@@ -177,6 +189,23 @@ impl PartitionProducers {
         if p.batches.len() > REMEMBERED {
             p.batches.pop_front();
         }
+        p.last_timestamp = p.last_timestamp.max(ids.max_timestamp);
+    }
+
+    /// The producers known here (DescribeProducers), by id.
+    pub fn active(&self) -> Vec<ActiveProducer> {
+        let mut all: Vec<ActiveProducer> = self
+            .producers
+            .iter()
+            .map(|(id, p)| ActiveProducer {
+                producer_id: *id,
+                epoch: p.epoch,
+                last_sequence: p.batches.back().map_or(-1, |w| w.last_seq),
+                last_timestamp: p.last_timestamp,
+            })
+            .collect();
+        all.sort_by_key(|p| p.producer_id);
+        all
     }
 }
 
@@ -229,6 +258,7 @@ mod tests {
             producer_epoch: epoch,
             base_sequence: seq,
             count,
+            max_timestamp: 0,
         }
     }
 

@@ -16,10 +16,11 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use common::{Process, Raw};
+use kafka_protocol::messages::describe_producers_request::TopicRequest;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, InitProducerIdRequest, InitProducerIdResponse, ProduceRequest, ProduceResponse,
-    ProducerId, TopicName,
+    ApiKey, DescribeProducersRequest, DescribeProducersResponse, InitProducerIdRequest,
+    InitProducerIdResponse, ProduceRequest, ProduceResponse, ProducerId, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
 use kafka_protocol::records::{
@@ -176,6 +177,23 @@ async fn duplicates_are_acknowledged_once_and_the_state_survives_kill9() {
             (0, 9),
             "next in order"
         );
+        // DescribeProducers shows both producers as the stream has them.
+        let request = DescribeProducersRequest::default().with_topics(vec![
+            TopicRequest::default()
+                .with_name(TopicName(StrBytes::from_static_str("idem")))
+                .with_partition_indexes(vec![0]),
+        ]);
+        let mut body = raw.request(ApiKey::DescribeProducers, 0, &request).unwrap();
+        let described = DescribeProducersResponse::decode(&mut body, 0).unwrap();
+        let p = &described.topics[0].partitions[0];
+        assert_eq!(p.error_code, 0);
+        let active: Vec<(i64, i32, i32)> = p
+            .active_producers
+            .iter()
+            .map(|a| (a.producer_id.0, a.producer_epoch, a.last_sequence))
+            .collect();
+        assert!(active.contains(&(pid, 1, 2)), "{active:?}");
+        assert_eq!(active.len(), 2, "{active:?}");
         weir
     })
     .await

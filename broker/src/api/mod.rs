@@ -9,6 +9,7 @@ mod delete_records;
 mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
+mod describe_producers;
 mod describe_topic_partitions;
 mod fetch;
 mod groups;
@@ -98,6 +99,10 @@ pub(crate) fn supported() -> Vec<(ApiKey, VersionRange)> {
             ListPartitionReassignmentsRequest::VERSIONS,
         ),
         (ApiKey::InitProducerId, InitProducerIdRequest::VERSIONS),
+        (
+            ApiKey::DescribeProducers,
+            DescribeProducersRequest::VERSIONS,
+        ),
     ]
 }
 
@@ -146,6 +151,9 @@ pub(crate) async fn handle(
             }));
         }
         RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(node, r, version).await),
+        RequestKind::DescribeProducers(r) => {
+            ResponseKind::DescribeProducers(describe_producers::handle(node, r).await)
+        }
         RequestKind::InitProducerId(r) => {
             ResponseKind::InitProducerId(init_producer_id::handle(node, r).await)
         }
