@@ -52,8 +52,8 @@ def ck_create(topic, partitions):
     return admin
 
 
-def ck_produce(topic, n, partitions, headers=True, timestamp=None):
-    producer = Producer({**CK, "acks": "all", "linger.ms": 5})
+def ck_produce(topic, n, partitions, headers=True, timestamp=None, idempotent=False):
+    producer = Producer({**CK, "acks": "all", "linger.ms": 5, "enable.idempotence": idempotent})
     for i in range(n):
         producer.produce(
             topic,
@@ -98,7 +98,7 @@ def ck_admin_create_describe_delete():
 def ck_produce_consume_group():
     topic = fresh("ck-rt")
     ck_create(topic, 4)
-    ck_produce(topic, 1000, 4)
+    ck_produce(topic, 1000, 4, idempotent=True)
     c = Consumer({**CK, "group.id": fresh("g"), "auto.offset.reset": "earliest"})
     c.subscribe([topic])
     got = ck_drain(c, 1000)
@@ -483,8 +483,9 @@ def kp_produce_consume_group():
     admin = KafkaAdminClient(bootstrap_servers=BOOTSTRAP)
     admin.create_topics([KpNewTopic(topic, 3, 1)])
     admin.close()
-    # Idempotent producers (the kafka-python 3 default) need InitProducerId: issue 10.
-    producer = KafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all", enable_idempotence=False)
+    # kafka-python 3's default producer: idempotent (InitProducerId, sequence numbers).
+    producer = KafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all")
+    assert producer.config["enable_idempotence"], "the default this scenario is about"
     for i in range(300):
         producer.send(topic, key=f"k{i}".encode(), value=f"v{i}".encode(), partition=i % 3,
                       headers=[("h", b"x")])
@@ -527,7 +528,6 @@ def kp_create(topic, partitions, configs=None):
 
 
 def kp_produce(topic, keys, partitions):
-    # Idempotent producers (the kafka-python 3 default) need InitProducerId: issue 10.
     producer = KafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all", enable_idempotence=False)
     for i, key in enumerate(keys):
         producer.send(topic, key=key.encode(), value=f"v-{key}".encode(), partition=i % partitions)

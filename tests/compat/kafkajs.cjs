@@ -42,7 +42,8 @@ async function kjsGroupRoundTrip() {
   await admin.connect();
   const topic = fresh("kjs-rt");
   await admin.createTopics({ topics: [{ topic, numPartitions: 3 }], waitForLeaders: true });
-  const producer = kafka.producer();
+  // Idempotent: InitProducerId and sequence numbers (KafkaJS requires one request in flight).
+  const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
   await producer.connect();
   const messages = [];
   for (let i = 0; i < 300; i++) {
