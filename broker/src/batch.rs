@@ -199,7 +199,9 @@ pub fn producer_headers(payload: &[u8]) -> Vec<(crate::producers::BatchIds, i64)
                     producer_id,
                     producer_epoch: i16::from_be_bytes([payload[at + 51], payload[at + 52]]),
                     base_sequence: i32_at(payload, at + 53),
-                    count: i32_at(payload, at + 57),
+                    // The sequences a batch took: its offset span, which key compaction keeps
+                    // (it may drop records, not offsets).
+                    count: i32_at(payload, at + 23) + 1,
                     max_timestamp: i64_at(payload, at + 35),
                 },
                 i64_at(payload, at),

@@ -136,9 +136,11 @@ async fn duplicates_are_acknowledged_once_and_the_state_survives_kill9() {
         assert_eq!(produce(&mut raw, "idem", batch(pid, 0, 5, 1)), (0, 5));
         // Another producer interleaved does not disturb it.
         assert_eq!(produce(&mut raw, "idem", batch(other, 0, 0, 1)), (0, 6));
-        // A new epoch (KIP-360) starts at 0 and fences the old one.
-        let (error, same, epoch) = init_producer_id(&mut raw, pid, 0);
-        assert_eq!((error, same, epoch), (0, pid, 1));
+        // Asking again gives a new id: a claimed id and epoch are not taken on trust.
+        let (error, fresh, epoch) = init_producer_id(&mut raw, pid, 0);
+        assert_eq!(error, 0);
+        assert!(fresh != pid && fresh != other && epoch == 0);
+        // A new epoch (the client's own bump, KIP-360) starts at 0 and fences the old one.
         assert_eq!(
             produce(&mut raw, "idem", batch(pid, 1, 3, 1)).0,
             OUT_OF_ORDER_SEQUENCE_NUMBER

@@ -659,3 +659,76 @@ async fn a_replay_outlives_the_dispatcher_running_it() {
     assert_eq!(ids.len(), 200, "every event replayed at least once");
     drop(survivor);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_redrive_loses_no_dead_letter() {
+    let (node, _dispatcher, admin) = serve().await;
+    let receiver = Receiver::start().await;
+    let endpoint = create(
+        &admin,
+        json!({"url": receiver.url("/status/500"), "source_topics": ["refunds"],
+               "retry_schedule_s": []}),
+    )
+    .await;
+    let id = endpoint["id"].as_str().unwrap().to_owned();
+    let list: Vec<(String, String)> = (0..30)
+        .map(|i| (format!("k{i}"), format!("r-{i}")))
+        .collect();
+    let refs: Vec<(&str, &str, &str)> = list
+        .iter()
+        .map(|(k, id)| (k.as_str(), id.as_str(), "{}"))
+        .collect();
+    produce(&node.bootstrap(), "refunds", &refs, &[]).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while dead_letters(&admin, &id).await.len() < 30 {
+        assert!(Instant::now() < deadline, "dead letters never appeared");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (code, _) = call(
+        Method::PATCH,
+        format!("{admin}/v1/endpoints/{id}"),
+        Some(json!({"url": receiver.url("/ok")})),
+    )
+    .await;
+    assert_eq!(code, 200);
+    let (code, job) = call(
+        Method::POST,
+        format!("{admin}/v1/redrives"),
+        Some(json!({"endpoint_ids": [id], "rate_limit_per_s": 4})),
+    )
+    .await;
+    assert_eq!(code, 201, "{job}");
+    let job_id = job["id"].as_str().unwrap().to_owned();
+    assert!(
+        receiver
+            .wait(Duration::from_secs(20), |r| replayed(r, &job_id).len() >= 3)
+            .await
+    );
+    let (code, _) = call(
+        Method::POST,
+        format!("{admin}/v1/redrives/{job_id}/cancel"),
+        None,
+    )
+    .await;
+    assert_eq!(code, 200);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Every event is either delivered by the redrive or still a dead letter.
+    let delivered: HashSet<String> = replayed(&receiver.received(), &job_id)
+        .iter()
+        .map(|r| r.header("webhook-id").unwrap().to_owned())
+        .collect();
+    assert!(delivered.len() < 30, "cancelled, yet all were sent");
+    let listed: HashSet<String> = dead_letters(&admin, &id)
+        .await
+        .iter()
+        .map(|d| d["event"]["id"].as_str().unwrap().to_owned())
+        .collect();
+    let lost: Vec<String> = (0..30)
+        .map(|i| format!("r-{i}"))
+        .filter(|e| !delivered.contains(e) && !listed.contains(e))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "neither delivered nor a dead letter: {lost:?}"
+    );
+}

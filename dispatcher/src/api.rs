@@ -17,7 +17,7 @@ use crate::auth::Caller;
 use crate::config::{Role, topics};
 use crate::crypto::new_signing_secret;
 use crate::endpoint::{Endpoint, EndpointPatch, NewEndpoint, StoredEndpoint, StoredSecret};
-use crate::replay::{Control, JobDef, JobRequest, Kind, slot};
+use crate::replay::{Decision, JobDef, JobRequest, Kind, slot};
 use crate::task::now_ms;
 use crate::{Inner, auth, task};
 
@@ -119,10 +119,15 @@ async fn audit(inner: &Inner, caller: &Caller, action: &str, scope: Value, outco
         at_ms: now_ms(),
         outcome,
     };
-    inner
-        .engine
-        .write_json(topics::AUDIT, action, &record)
-        .await;
+    // Bounded: an audit topic that cannot be written fails loudly, never hangs the request.
+    let written = tokio::time::timeout(
+        Duration::from_secs(10),
+        inner.engine.write_json(topics::AUDIT, action, &record),
+    )
+    .await;
+    if written.is_err() {
+        tracing::error!(action, actor = %caller.name, "audit record not written within 10 s");
+    }
 }
 
 fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Answer> {
@@ -440,7 +445,8 @@ async fn create_job(inner: &Inner, caller: &Caller, kind: Kind, body: &Bytes) ->
     (StatusCode::CREATED, Json(view))
 }
 
-/// Writes one of a job's records (`suffix`: "", "#control") and waits until it is read back.
+/// Writes one of a job's records (`suffix`: "", "#approve", "#pause", "#cancel") and waits until
+/// it is read back.
 async fn put_job<T: Serialize>(
     inner: &Inner,
     id: &str,
@@ -514,7 +520,6 @@ async fn control_job(
         return error(StatusCode::NOT_FOUND, format!("no job {id}"));
     };
     let status = jobs.status(&id);
-    let mut control: Control = jobs.control(&id);
     let now = now_ms();
     let conflict = |what: &str| {
         error(
@@ -522,7 +527,13 @@ async fn control_job(
             format!("{id} is {status}: cannot {what}"),
         )
     };
-    match action.as_str() {
+    let decision = |paused: bool| Decision {
+        by: caller.name.clone(),
+        at_ms: now,
+        paused,
+    };
+    // Each decision is its own key: an approval and a cancel made at once both hold.
+    let (suffix, made) = match action.as_str() {
         "approve" => {
             if let Err(e) = need(&caller, Role::Approver) {
                 return e;
@@ -536,8 +547,7 @@ async fn control_job(
                     "a job is approved by a second operator, not by its creator",
                 );
             }
-            control.approved_by = Some(caller.name.clone());
-            control.approved_at_ms = Some(now);
+            ("#approve", decision(false))
         }
         "pause" | "resume" | "cancel" => {
             if let Err(e) = need(&caller, Role::Operator) {
@@ -545,12 +555,11 @@ async fn control_job(
             }
             match action.as_str() {
                 "pause" if matches!(status, "running" | "pending" | "awaiting_approval") => {
-                    control.paused = true;
+                    ("#pause", decision(true))
                 }
-                "resume" if status == "paused" => control.paused = false,
+                "resume" if status == "paused" => ("#pause", decision(false)),
                 "cancel" if !matches!(status, "completed" | "failed" | "cancelled") => {
-                    control.cancelled = true;
-                    control.cancelled_by = Some(caller.name.clone());
+                    ("#cancel", decision(false))
                 }
                 _ => return conflict(&action),
             }
@@ -561,9 +570,8 @@ async fn control_job(
                 format!("no action {action}: approve, pause, resume or cancel"),
             );
         }
-    }
-    control.updated_at_ms = now;
-    if let Err(e) = put_job(&inner, &id, "#control", &control).await {
+    };
+    if let Err(e) = put_job(&inner, &id, suffix, &made).await {
         return e;
     }
     let kind = if def.kind == Kind::Replay {

@@ -440,6 +440,21 @@ impl Engine {
             .is_some_and(|id| self.jobs.cancelled(id))
     }
 
+    /// Drops a task of a cancelled job. A redrive's task goes back to the dead letters (its first
+    /// letter is marked redriven already), so a cancelled redrive loses no dead letter.
+    async fn drop_cancelled(self: &Arc<Self>, job: Job) {
+        let redrive = job
+            .state
+            .replay_id
+            .as_deref()
+            .and_then(|id| self.jobs.def(id))
+            .is_some_and(|d| d.kind == crate::replay::Kind::Redrive);
+        if redrive {
+            let made = job.state.attempt.saturating_sub(1);
+            self.dead(job, "redrive_cancelled", made).await;
+        }
+    }
+
     /// Lets the next job of the same key go (`ordering: key`).
     fn release(self: &Arc<Self>, lane: &Arc<Lane>, key: Option<&Bytes>) {
         if let Some(next) = lane.release_key(key) {
@@ -455,7 +470,11 @@ impl Engine {
         let Some(live) = live.filter(|_| !self.cancelled(&job)) else {
             // Deleted meanwhile, or its replay cancelled: nothing to deliver.
             drop(permit);
-            self.release(&lane, job.key.as_ref());
+            let key = job.key.clone();
+            if self.cancelled(&job) {
+                self.drop_cancelled(job).await;
+            }
+            self.release(&lane, key.as_ref());
             return;
         };
         let now = now_ms();
@@ -868,7 +887,8 @@ impl Engine {
             return; // the endpoint was deleted: its retries end with it
         };
         if self.cancelled(&job) {
-            return; // its replay was cancelled
+            self.drop_cancelled(job).await;
+            return;
         }
         if job.state.due_ms > now_ms() + 50 {
             let due = job.state.due_ms;

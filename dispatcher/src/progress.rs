@@ -47,6 +47,16 @@ pub struct Token {
     partition: i32,
     offset: i64,
     generation: u64,
+    /// Set when a task of the record was dropped undone: the record never counts as done.
+    abandoned: AtomicBool,
+}
+
+impl Token {
+    /// The record's work was dropped without being done (a job stopped or cancelled): the offset
+    /// is never stored past it, so whoever goes on later does it again.
+    pub fn abandon(&self) {
+        self.abandoned.store(true, Ordering::SeqCst);
+    }
 }
 
 impl Progress {
@@ -82,6 +92,7 @@ impl Progress {
             partition,
             offset,
             generation: p.generation,
+            abandoned: AtomicBool::new(false),
         })
     }
 
@@ -140,7 +151,9 @@ impl Progress {
 
 impl Drop for Token {
     fn drop(&mut self) {
-        self.progress.done(self);
+        if !self.abandoned.load(Ordering::SeqCst) {
+            self.progress.done(self);
+        }
     }
 }
 
@@ -173,6 +186,19 @@ mod tests {
         drop(b2);
         assert_eq!(stored.0.lock().unwrap().last(), Some(&("t".into(), 0, 13)));
         assert_eq!(progress.in_progress(), 0);
+    }
+
+    #[test]
+    fn an_abandoned_record_holds_the_offset() {
+        let stored = Arc::new(Stored::default());
+        let progress = Progress::new(stored.clone());
+        let a = progress.take("t", 0, 3);
+        let b = progress.take("t", 0, 4);
+        a.abandon();
+        drop(a);
+        drop(b);
+        assert!(stored.0.lock().unwrap().is_empty(), "3 was not done");
+        assert_eq!(progress.in_progress(), 1);
     }
 
     #[test]

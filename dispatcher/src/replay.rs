@@ -12,7 +12,8 @@
 //!   dropped before they are sent).
 //! - **State** lives in the compacted `weir.dispatch.replays` topic under three keys per job (all
 //!   in one partition, chosen from the id): `<id>` the definition and plan, written once;
-//!   `<id>#control` approval, pause and cancel, written by the API; `<id>#state` progress, written
+//!   `<id>#approve`, `<id>#pause`, `<id>#cancel` operators' decisions, one key each (so two
+//!   decisions made at once never overwrite each other), written by the API; `<id>#state` progress, written
 //!   only by the instance running the job. Every instance reads all of it (the API answers
 //!   alike everywhere); the instance that owns a job's partition in the `<group>.replays` consumer
 //!   group runs it, so a job survives its runner (it resumes from the last checkpoint, at least
@@ -109,7 +110,17 @@ pub struct JobDef {
     pub needs_approval: bool,
 }
 
-/// Operators' decisions about a job (`<id>#control`).
+/// One operator decision (`<id>#approve`, `<id>#pause`, `<id>#cancel`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Decision {
+    pub by: String,
+    pub at_ms: i64,
+    /// `#pause` only: paused (true) or resumed.
+    #[serde(default)]
+    pub paused: bool,
+}
+
+/// Operators' decisions about a job, as the API shows them.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Control {
     pub approved_by: Option<String>,
@@ -193,7 +204,8 @@ pub struct Redriven {
 #[derive(Debug, Default)]
 pub struct Jobs {
     defs: RwLock<HashMap<String, JobDef>>,
-    controls: RwLock<HashMap<String, Control>>,
+    /// `<id>#approve|pause|cancel` -> the decision.
+    decisions: RwLock<HashMap<String, Decision>>,
     states: RwLock<HashMap<String, RunState>>,
     version: watch::Sender<u64>,
 }
@@ -221,8 +233,11 @@ impl Jobs {
                 }
             }
         }
-        if let Some(id) = key.strip_suffix("#control") {
-            put(&self.controls, id, value);
+        if ["#approve", "#pause", "#cancel"]
+            .iter()
+            .any(|suffix| key.ends_with(suffix))
+        {
+            put(&self.decisions, key, value);
         } else if let Some(id) = key.strip_suffix("#state") {
             put(&self.states, id, value);
         } else {
@@ -236,12 +251,28 @@ impl Jobs {
     }
 
     pub fn control(&self, id: &str) -> Control {
-        read(&self.controls).get(id).cloned().unwrap_or_default()
+        let decisions = read(&self.decisions);
+        let approve = decisions.get(&format!("{id}#approve"));
+        let pause = decisions.get(&format!("{id}#pause"));
+        let cancel = decisions.get(&format!("{id}#cancel"));
+        Control {
+            approved_by: approve.map(|d| d.by.clone()),
+            approved_at_ms: approve.map(|d| d.at_ms),
+            paused: pause.is_some_and(|d| d.paused),
+            cancelled: cancel.is_some(),
+            cancelled_by: cancel.map(|d| d.by.clone()),
+            updated_at_ms: [approve, pause, cancel]
+                .into_iter()
+                .flatten()
+                .map(|d| d.at_ms)
+                .max()
+                .unwrap_or(0),
+        }
     }
 
     /// Whether a job was cancelled (its deliveries still queued are dropped).
     pub fn cancelled(&self, id: &str) -> bool {
-        read(&self.controls).get(id).is_some_and(|c| c.cancelled)
+        read(&self.decisions).contains_key(&format!("{id}#cancel"))
     }
 
     pub fn state(&self, id: &str) -> Option<RunState> {
@@ -342,6 +373,8 @@ pub struct Runner {
     partitions: i32,
     /// Jobs running here -> their stop signal.
     running: Mutex<HashMap<String, watch::Sender<bool>>>,
+    /// Jobs this instance finished (their final state may not be read back yet).
+    finished: Mutex<HashSet<String>>,
 }
 
 impl std::fmt::Debug for Runner {
@@ -358,6 +391,7 @@ impl Runner {
             engine,
             jobs,
             running: Mutex::new(HashMap::new()),
+            finished: Mutex::new(HashSet::new()),
         })
     }
 
@@ -410,15 +444,21 @@ impl Runner {
 
     fn reconcile(self: &Arc<Self>, owned: &HashSet<i32>) {
         let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
-        running.retain(|id, stop| {
-            let keep = owned.contains(&slot(id, self.partitions)) && self.jobs.runnable(id);
-            if !keep {
+        // Runs that should stop are told to; each stays listed until its task ends, so no second
+        // run of the same job starts while one is still winding down.
+        for (id, stop) in running.iter() {
+            if !owned.contains(&slot(id, self.partitions)) || !self.jobs.runnable(id) {
                 let _ = stop.send(true);
             }
-            keep && !stop.is_closed()
-        });
+        }
+        let finished = self
+            .finished
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         for id in self.jobs.ids() {
             if running.contains_key(&id)
+                || finished.contains(&id)
                 || !owned.contains(&slot(&id, self.partitions))
                 || !self.jobs.runnable(&id)
             {
@@ -455,8 +495,17 @@ impl Runner {
         }
     }
 
-    /// Writes a run's state.
+    /// Writes a run's state (a finished job's state is final: written once, never again).
     async fn save(&self, id: &str, state: &RunState) {
+        {
+            let mut finished = self.finished.lock().unwrap_or_else(PoisonError::into_inner);
+            if finished.contains(id) {
+                return;
+            }
+            if state.status != RunStatus::Running {
+                finished.insert(id.to_owned());
+            }
+        }
         let mut state = state.clone();
         state.updated_at_ms = now_ms();
         let payload = serde_json::to_vec(&state).unwrap_or_default();
@@ -514,7 +563,7 @@ impl Runner {
         let limiter = Self::limiter(def);
         let keep_id = def.request.keep_webhook_id.unwrap_or(true);
         let mut last_save = tokio::time::Instant::now();
-        while !ends.is_empty() && !*stop.borrow() {
+        while !ends.is_empty() && !stopped(&stop) {
             let message = tokio::select! {
                 _ = stop.changed() => break,
                 () = tokio::time::sleep(Duration::from_millis(500)) => None,
@@ -529,40 +578,55 @@ impl Runner {
                     state.read += 1;
                     let event = event_of(&m);
                     let token = progress.take(m.topic(), m.partition(), m.offset());
-                    let source = Source::of(&m);
+                    let targets: Vec<_> = if in_scope(&def.request, &event) {
+                        def.request
+                            .endpoint_ids
+                            .iter()
+                            .filter_map(|id| self.engine.registry.get(id))
+                            .filter(|live| {
+                                live.endpoint.wants(
+                                    &event.topic,
+                                    event.tenant.as_deref(),
+                                    event.event_type.as_deref(),
+                                )
+                            })
+                            .collect()
+                    } else {
+                        Vec::new()
+                    };
+                    // Copied only when something is sent.
+                    let source = (!dry && !targets.is_empty()).then(|| Source::of(&m));
                     drop(m);
-                    if in_scope(&def.request, &event) {
-                        for id in &def.request.endpoint_ids {
-                            let Some(live) = self.engine.registry.get(id) else {
-                                continue;
-                            };
-                            if !live.endpoint.wants(
-                                &event.topic,
-                                event.tenant.as_deref(),
-                                event.event_type.as_deref(),
-                            ) {
-                                continue;
+                    for live in targets {
+                        let id = &live.endpoint.id;
+                        let Some(source) = &source else {
+                            state.count(id, &event.topic, event.partition); // a dry run
+                            continue;
+                        };
+                        tokio::select! {
+                            _ = stop.changed() => {
+                                // Not sent to every endpoint: the checkpoint stays before it.
+                                token.abandon();
+                                break;
                             }
-                            state.count(id, &event.topic, event.partition);
-                            if dry {
-                                continue;
-                            }
-                            tokio::select! {
-                                _ = stop.changed() => break,
-                                () = limiter.until_ready() => {}
-                            }
-                            let mut event = event.clone();
-                            if !keep_id {
-                                event.id = format!("{}.{}", event.id, def.id);
-                            }
-                            let job = source.job(event, id, token.clone(), Some(def.id.clone()));
-                            self.engine.submit_from_intake(&live.endpoint, job).await;
+                            () = limiter.until_ready() => {}
                         }
+                        state.count(id, &event.topic, event.partition);
+                        let mut event = event.clone();
+                        if !keep_id {
+                            event.id = format!("{}.{}", event.id, def.id);
+                        }
+                        let job = source.job(event, id, token.clone(), Some(def.id.clone()));
+                        self.engine.submit_from_intake(&live.endpoint, job).await;
                     }
                     drop(token);
                 }
                 if read_past(&tp, end, &consumer) {
                     ends.remove(&tp);
+                    // Stop fetching what lies beyond the plan.
+                    let mut done = TopicPartitionList::new();
+                    done.add_partition(&tp.0, tp.1);
+                    let _ = consumer.pause(&done);
                 }
             } else if let Some(Err(e)) = message {
                 tracing::debug!(job = %def.id, error = %e, "replay read");
@@ -577,7 +641,7 @@ impl Runner {
                 last_save = tokio::time::Instant::now();
             }
         }
-        if *stop.borrow() {
+        if stopped(&stop) {
             merge(&mut state, &checkpoints);
             self.save(&def.id, &state).await;
             return Ok(());
@@ -590,7 +654,7 @@ impl Runner {
             }
         }
         merge(&mut state, &checkpoints);
-        if !*stop.borrow() {
+        if !stopped(&stop) {
             state.status = RunStatus::Completed;
             state.finished_at_ms = Some(now_ms());
             tracing::info!(job = %def.id, read = state.read, sent = state.sent(), dry_run = dry, "replay job completed");
@@ -719,7 +783,7 @@ impl Runner {
             })
         };
         for ((partition, offset), letter) in letters {
-            if *stop.borrow() {
+            if stopped(&stop) {
                 break;
             }
             let token = progress.take(topics::DLQ, partition, offset);
@@ -741,7 +805,10 @@ impl Runner {
                 continue;
             };
             tokio::select! {
-                _ = stop.changed() => break,
+                _ = stop.changed() => {
+                    token.abandon(); // not sent: the letter stays
+                    break;
+                }
                 () = limiter.until_ready() => {}
             }
             state.count(
@@ -758,13 +825,13 @@ impl Runner {
             self.engine.submit_from_intake(&live.endpoint, job).await;
             self.save_every_second(def, &mut state).await;
         }
-        while progress.in_progress() > 0 && !*stop.borrow() {
+        while progress.in_progress() > 0 && !stopped(&stop) {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         drop(progress);
         drop(pending);
         let _ = tokio::time::timeout(Duration::from_secs(10), writer).await;
-        if !*stop.borrow() {
+        if !stopped(&stop) {
             state.status = RunStatus::Completed;
             state.finished_at_ms = Some(now_ms());
         }
@@ -778,6 +845,11 @@ impl Runner {
             self.save(&def.id, state).await;
         }
     }
+}
+
+/// Whether a run was told to stop (or its supervisor is gone).
+fn stopped(stop: &watch::Receiver<bool>) -> bool {
+    *stop.borrow() || stop.has_changed().is_err()
 }
 
 /// Whether a job's reader is done with a partition: it has read up to `end`.

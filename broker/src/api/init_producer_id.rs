@@ -1,6 +1,5 @@
-//! InitProducerId: a producer id for an idempotent producer (from the node's block, which the
-//! controller hands out), or the next epoch of the id it has (KIP-360, after an error that needs
-//! a new epoch). Transactional producers are not served yet (issue 10): they get
+//! InitProducerId: a new producer id for an idempotent producer, from the node's block, which the
+//! controller hands out. Transactional producers are not served yet (issue 10): they get
 //! TRANSACTIONAL_ID_AUTHORIZATION_FAILED, which clients report at once instead of retrying.
 
 use kafka_protocol::error::ResponseError;
@@ -16,15 +15,9 @@ pub(super) async fn handle(node: &Node, request: InitProducerIdRequest) -> InitP
         tracing::warn!(transactional_id = %id.as_str(), "a transactional producer was refused: transactions are not supported yet");
         return response.with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code());
     }
-    // A producer that has an id asks for its next epoch; at the last epoch it gets a new id.
-    if request.producer_id.0 >= 0
-        && request.producer_epoch >= 0
-        && request.producer_epoch < i16::MAX - 1
-    {
-        return response
-            .with_producer_id(request.producer_id)
-            .with_producer_epoch(request.producer_epoch + 1);
-    }
+    // Without a transactional id there is nothing to check a claimed id and epoch against: as
+    // Kafka, a new id at epoch 0 (clients bump their own epoch, KIP-360). Otherwise any client
+    // could fence another producer by naming its id.
     match node.producers.next_id(&node.controller).await {
         Ok(id) => response
             .with_producer_id(ProducerId(id))
