@@ -397,8 +397,8 @@ async fn dispatcher(args: DispatcherArgs) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {} (admin): {e}", args.admin_listen))?;
     let admin = listener.local_addr()?;
+    weir_broker::metrics::render_process(); // installs the recorder before any metric is made
     let dispatcher = weir_dispatcher::Dispatcher::start(config).await?;
-    weir_broker::metrics::render_process(); // installs the recorder
     let app = dispatcher
         .router()
         .route("/health/live", axum::routing::get(|| async { "live\n" }))

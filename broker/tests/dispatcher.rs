@@ -515,6 +515,17 @@ async fn a_dispatcher_killed_mid_run_loses_no_delivery() {
             .collect::<HashSet<String>>()
             .len()
     );
+    // `weir dispatcher` serves its metrics too.
+    let metrics = reqwest::get(format!("{}/metrics", second.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("weir_dispatch_attempts_total{endpoint="),
+        "{metrics}"
+    );
     drop(second);
     node.server.shutdown().await.unwrap();
 }

@@ -485,7 +485,7 @@ impl Engine {
         let failed = answer.error.is_some();
         self.health
             .record(&job.state.endpoint_id, !failed, answer.latency);
-        crate::stats::attempt(&job.state, answer.error, answer.latency);
+        crate::stats::attempt(&lane, &job.state, answer.error, answer.latency);
         lane.breaker
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

@@ -109,6 +109,32 @@ pub struct Lane {
     pub shape: (u32, Option<u32>, Ordering),
     /// Average attempt latency (ms; 0: none yet).
     latency_ms: AtomicU64,
+    /// Its metrics, registered once (no lookup or allocation per attempt).
+    pub metrics: LaneMetrics,
+}
+
+/// An endpoint's metric handles (`weir_dispatch_*{endpoint}`).
+#[derive(Debug)]
+pub struct LaneMetrics {
+    pub delivered: metrics::Counter,
+    pub attempt_seconds: metrics::Histogram,
+    pub delivery_seconds: metrics::Histogram,
+}
+
+impl LaneMetrics {
+    fn new(endpoint: &str) -> LaneMetrics {
+        let e = endpoint.to_owned();
+        LaneMetrics {
+            delivered: metrics::counter!(
+                "weir_dispatch_attempts_total",
+                "endpoint" => e.clone(),
+                "outcome" => "delivered",
+                "class" => "none"
+            ),
+            attempt_seconds: metrics::histogram!("weir_dispatch_attempt_seconds", "endpoint" => e.clone()),
+            delivery_seconds: metrics::histogram!("weir_dispatch_delivery_seconds", "endpoint" => e),
+        }
+    }
 }
 
 impl Lane {
@@ -135,6 +161,7 @@ impl Lane {
             keys: Mutex::new(HashMap::new()),
             shape: (max_in_flight, rate_limit_per_s, ordering),
             latency_ms: AtomicU64::new(0),
+            metrics: LaneMetrics::new(endpoint_id),
         });
         (lane, rx)
     }

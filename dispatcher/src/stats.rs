@@ -143,30 +143,31 @@ impl Health {
     }
 }
 
-/// Records one attempt's metrics.
+/// Records one attempt's metrics (the lane's handles; a failure's counter is looked up, failures
+/// being the rarer case).
 pub(crate) fn attempt(
+    lane: &crate::lane::Lane,
     state: &crate::task::TaskState,
     error: Option<crate::task::ErrorClass>,
     latency: Duration,
 ) {
-    let endpoint = state.endpoint_id.clone();
-    let (outcome, class) = match error {
-        None => ("delivered", "none"),
-        Some(c) => ("failed", c.as_str()),
-    };
-    metrics::counter!(
-        "weir_dispatch_attempts_total",
-        "endpoint" => endpoint.clone(),
-        "outcome" => outcome,
-        "class" => class
-    )
-    .increment(1);
-    metrics::histogram!("weir_dispatch_attempt_seconds", "endpoint" => endpoint.clone())
-        .record(latency.as_secs_f64());
-    if error.is_none() && state.attempt == 1 && state.replay_id.is_none() {
-        let age_ms = (now_ms() - state.event.timestamp_ms).max(0);
-        metrics::histogram!("weir_dispatch_delivery_seconds", "endpoint" => endpoint)
-            .record(age_ms as f64 / 1000.0);
+    let m = &lane.metrics;
+    m.attempt_seconds.record(latency.as_secs_f64());
+    match error {
+        None => {
+            m.delivered.increment(1);
+            if state.attempt == 1 && state.replay_id.is_none() {
+                let age_ms = (now_ms() - state.event.timestamp_ms).max(0);
+                m.delivery_seconds.record(age_ms as f64 / 1000.0);
+            }
+        }
+        Some(class) => metrics::counter!(
+            "weir_dispatch_attempts_total",
+            "endpoint" => state.endpoint_id.clone(),
+            "outcome" => "failed",
+            "class" => class.as_str()
+        )
+        .increment(1),
     }
 }
 
