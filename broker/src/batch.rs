@@ -183,33 +183,27 @@ pub fn producer_ids(payload: &[u8]) -> Vec<crate::producers::BatchIds> {
 
 /// The producer fields and base offset of each batch of a payload that has a producer id.
 pub fn producer_headers(payload: &[u8]) -> Vec<(crate::producers::BatchIds, i64)> {
-    let mut out = Vec::new();
-    let mut at = 0usize;
-    while at + HEADER_LEN <= payload.len() {
-        let size = usize::try_from(i32_at(payload, at + 8)).unwrap_or(0) + LENGTH_END;
-        if size < HEADER_LEN || at + size > payload.len() {
-            break;
-        }
-        let producer_id = i64_at(payload, at + 43);
-        let attributes = i16::from_be_bytes([payload[at + 21], payload[at + 22]]);
-        // Control batches (transaction markers) carry the producer's id but no sequence.
-        if producer_id >= 0 && attributes & 0x20 == 0 {
-            out.push((
-                crate::producers::BatchIds {
+    batches(payload)
+        .into_iter()
+        .filter_map(|(base_offset, max_timestamp, range)| {
+            let b = &payload[range];
+            let producer_id = i64_at(b, 43);
+            // Control batches (transaction markers) carry the producer's id but no sequence.
+            let control = i16::from_be_bytes([b[21], b[22]]) & 0x20 != 0;
+            (producer_id >= 0 && !control).then(|| {
+                let ids = crate::producers::BatchIds {
                     producer_id,
-                    producer_epoch: i16::from_be_bytes([payload[at + 51], payload[at + 52]]),
-                    base_sequence: i32_at(payload, at + 53),
+                    producer_epoch: i16::from_be_bytes([b[51], b[52]]),
+                    base_sequence: i32_at(b, 53),
                     // The sequences a batch took: its offset span, which key compaction keeps
                     // (it may drop records, not offsets).
-                    count: i32_at(payload, at + 23) + 1,
-                    max_timestamp: i64_at(payload, at + 35),
-                },
-                i64_at(payload, at),
-            ));
-        }
-        at += size;
-    }
-    out
+                    count: i32_at(b, 23) + 1,
+                    max_timestamp,
+                };
+                (ids, base_offset)
+            })
+        })
+        .collect()
 }
 
 /// The batches of a stored payload: `(base offset, max timestamp, byte range)` each.

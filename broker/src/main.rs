@@ -483,6 +483,13 @@ async fn admin(args: AdminArgs) -> anyhow::Result<()> {
 
 async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     let base = args.url.trim_end_matches('/').to_owned();
+    let control = |id: &str, action: &str| {
+        (
+            reqwest::Method::POST,
+            format!("/v1/replays/{id}/{action}"),
+            None,
+        )
+    };
     let (method, path, body) = match &args.action {
         ReplayAction::Start {
             scope,
@@ -524,26 +531,10 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         }
         ReplayAction::List => (reqwest::Method::GET, "/v1/replays".to_owned(), None),
         ReplayAction::Show { id } => (reqwest::Method::GET, format!("/v1/replays/{id}"), None),
-        ReplayAction::Approve { id } => (
-            reqwest::Method::POST,
-            format!("/v1/replays/{id}/approve"),
-            None,
-        ),
-        ReplayAction::Pause { id } => (
-            reqwest::Method::POST,
-            format!("/v1/replays/{id}/pause"),
-            None,
-        ),
-        ReplayAction::Resume { id } => (
-            reqwest::Method::POST,
-            format!("/v1/replays/{id}/resume"),
-            None,
-        ),
-        ReplayAction::Cancel { id } => (
-            reqwest::Method::POST,
-            format!("/v1/replays/{id}/cancel"),
-            None,
-        ),
+        ReplayAction::Approve { id } => control(id, "approve"),
+        ReplayAction::Pause { id } => control(id, "pause"),
+        ReplayAction::Resume { id } => control(id, "resume"),
+        ReplayAction::Cancel { id } => control(id, "cancel"),
     };
     let mut request = reqwest::Client::new().request(method, format!("{base}{path}"));
     if let Some(token) = &args.token {

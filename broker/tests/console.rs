@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::dispatch::{call, create, produce, serve};
+use common::dispatch::{call, create, produce_events, serve};
 use reqwest::Method;
 use serde_json::json;
 use weir_tests::browser::{self, Browser};
@@ -25,14 +25,7 @@ async fn the_console_shows_live_numbers_and_starts_a_dry_run() {
     )
     .await;
     let id = endpoint["id"].as_str().unwrap().to_owned();
-    let list: Vec<(String, String)> = (0..25)
-        .map(|i| (format!("k{i}"), format!("s-{i}")))
-        .collect();
-    let refs: Vec<(&str, &str, &str)> = list
-        .iter()
-        .map(|(k, id)| (k.as_str(), id.as_str(), "{}"))
-        .collect();
-    produce(&node.bootstrap(), "shop", &refs, &[]).await;
+    produce_events(&node.bootstrap(), "shop", "s-", 25, "{}").await;
     assert!(
         receiver
             .wait(Duration::from_secs(30), |r| r.len() >= 25)

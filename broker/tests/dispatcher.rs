@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use common::InProcess;
-use common::dispatch::{DispatcherProcess, call, create, produce, serve};
+use common::dispatch::{DispatcherProcess, call, create, produce, produce_events, serve};
 use hmac::{Hmac, Mac};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -333,14 +333,7 @@ async fn a_hanging_endpoint_does_not_slow_a_healthy_one() {
         json!({"url": receiver.url("/ok"), "source_topics": ["busy"]}),
     )
     .await;
-    let events: Vec<(String, String)> = (0..300)
-        .map(|i| (format!("k{i}"), format!("e{i}")))
-        .collect();
-    let refs: Vec<(&str, &str, &str)> = events
-        .iter()
-        .map(|(k, id)| (k.as_str(), id.as_str(), "{}"))
-        .collect();
-    produce(&node.bootstrap(), "busy", &refs, &[]).await;
+    produce_events(&node.bootstrap(), "busy", "e", 300, "{}").await;
     // Sharing a pool with the hanging endpoint (2 at a time, 5 s each), 300 events would take 750 s.
     assert!(
         receiver
@@ -439,14 +432,7 @@ async fn an_endpoint_rate_limit_holds() {
         json!({"url": receiver.url("/ok"), "source_topics": ["limited"], "rate_limit_per_s": 20}),
     )
     .await;
-    let events: Vec<(String, String)> = (0..60)
-        .map(|i| (format!("k{i}"), format!("r{i}")))
-        .collect();
-    let refs: Vec<(&str, &str, &str)> = events
-        .iter()
-        .map(|(k, id)| (k.as_str(), id.as_str(), "{}"))
-        .collect();
-    produce(&node.bootstrap(), "limited", &refs, &[]).await;
+    produce_events(&node.bootstrap(), "limited", "r", 60, "{}").await;
     assert!(
         receiver
             .wait(Duration::from_secs(30), |r| r.len() >= 60)
@@ -481,14 +467,7 @@ async fn a_dispatcher_killed_mid_run_loses_no_delivery() {
         json!({"url": receiver.url("/slow/20"), "source_topics": ["stream"], "max_in_flight": 4}),
     )
     .await;
-    let events: Vec<(String, String)> = (0..1500)
-        .map(|i| (format!("k{i}"), format!("s{i}")))
-        .collect();
-    let refs: Vec<(&str, &str, &str)> = events
-        .iter()
-        .map(|(k, id)| (k.as_str(), id.as_str(), "{}"))
-        .collect();
-    produce(&node.bootstrap(), "stream", &refs, &[]).await;
+    produce_events(&node.bootstrap(), "stream", "s", 1500, "{}").await;
     assert!(
         receiver
             .wait(Duration::from_secs(60), |r| r.len() >= 300)

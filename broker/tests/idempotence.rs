@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use common::{Process, Raw};
 use kafka_protocol::messages::describe_producers_request::TopicRequest;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
@@ -23,9 +23,6 @@ use kafka_protocol::messages::{
     InitProducerIdResponse, ProduceRequest, ProduceResponse, ProducerId, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -50,30 +47,10 @@ async fn create_topic(bootstrap: &str, name: &str, partitions: i32) {
 
 /// A batch of `count` records of an idempotent producer, starting at `seq`.
 fn batch(pid: i64, epoch: i16, seq: i32, count: i32) -> Bytes {
-    let records: Vec<Record> = (0..count)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            partition_leader_epoch: -1,
-            producer_id: pid,
-            producer_epoch: epoch,
-            timestamp_type: TimestampType::Creation,
-            offset: i64::from(i),
-            sequence: seq + i,
-            timestamp: 1_000,
-            key: None,
-            value: Some(Bytes::from(format!("v{}", seq + i))),
-            headers: Default::default(),
-            delete_horizon: false,
-        })
+    let values: Vec<Bytes> = (seq..seq + count)
+        .map(|i| Bytes::from(format!("v{i}")))
         .collect();
-    let mut buf = BytesMut::new();
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression: Compression::None,
-    };
-    RecordBatchEncoder::encode(&mut buf, &records, &options).unwrap();
-    buf.freeze()
+    common::producer_batch(&values, 1_000, pid, epoch, seq)
 }
 
 /// Produces one batch; (error code, base offset).

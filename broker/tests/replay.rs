@@ -10,7 +10,9 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use common::dispatch::{DispatcherProcess, call, call_as, create, produce, serve, serve_with};
+use common::dispatch::{
+    DispatcherProcess, call, call_as, create, produce, produce_events, serve, serve_with,
+};
 use reqwest::Method;
 use serde_json::{Value, json};
 use weir_dispatcher::config::{ApiToken, Role};
@@ -172,14 +174,7 @@ async fn an_unapproved_job_sends_nothing_a_paused_one_waits_and_a_cancelled_one_
     )
     .await;
     let id = endpoint["id"].as_str().unwrap().to_owned();
-    let list: Vec<(String, String)> = (0..100)
-        .map(|i| (format!("k{i}"), format!("e-{i}")))
-        .collect();
-    let refs: Vec<(&str, &str, &str)> = list
-        .iter()
-        .map(|(k, id)| (k.as_str(), id.as_str(), "{}"))
-        .collect();
-    produce(&node.bootstrap(), "events", &refs, &[]).await;
+    produce_events(&node.bootstrap(), "events", "e-", 100, "{}").await;
     assert!(
         receiver
             .wait(Duration::from_secs(30), |r| r.len() >= 100)
@@ -303,14 +298,7 @@ async fn a_redrive_empties_the_dead_letters_it_targeted() {
     )
     .await;
     let refused = refused["id"].as_str().unwrap().to_owned();
-    let list: Vec<(String, String)> = (0..12)
-        .map(|i| (format!("k{i}"), format!("p-{i}")))
-        .collect();
-    let refs: Vec<(&str, &str, &str)> = list
-        .iter()
-        .map(|(k, id)| (k.as_str(), id.as_str(), "{\"amount\":1}"))
-        .collect();
-    produce(&node.bootstrap(), "payments", &refs, &[]).await;
+    produce_events(&node.bootstrap(), "payments", "p-", 12, "{\"amount\":1}").await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while dead_letters(&admin, &failing).await.len() < 12
         || dead_letters(&admin, &refused).await.len() < 12
@@ -587,14 +575,7 @@ async fn a_replay_outlives_the_dispatcher_running_it() {
     )
     .await;
     let id = endpoint["id"].as_str().unwrap().to_owned();
-    let list: Vec<(String, String)> = (0..200)
-        .map(|i| (format!("k{i}"), format!("l-{i}")))
-        .collect();
-    let refs: Vec<(&str, &str, &str)> = list
-        .iter()
-        .map(|(k, id)| (k.as_str(), id.as_str(), "{}"))
-        .collect();
-    produce(&node.bootstrap(), "ledger", &refs, &[]).await;
+    produce_events(&node.bootstrap(), "ledger", "l-", 200, "{}").await;
     assert!(
         receiver
             .wait(Duration::from_secs(60), |r| r.len() >= 200)
@@ -671,14 +652,7 @@ async fn a_cancelled_redrive_loses_no_dead_letter() {
     )
     .await;
     let id = endpoint["id"].as_str().unwrap().to_owned();
-    let list: Vec<(String, String)> = (0..30)
-        .map(|i| (format!("k{i}"), format!("r-{i}")))
-        .collect();
-    let refs: Vec<(&str, &str, &str)> = list
-        .iter()
-        .map(|(k, id)| (k.as_str(), id.as_str(), "{}"))
-        .collect();
-    produce(&node.bootstrap(), "refunds", &refs, &[]).await;
+    produce_events(&node.bootstrap(), "refunds", "r-", 30, "{}").await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while dead_letters(&admin, &id).await.len() < 30 {
         assert!(Instant::now() < deadline, "dead letters never appeared");

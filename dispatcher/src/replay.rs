@@ -541,9 +541,7 @@ impl Runner {
         let checkpoints = Arc::new(Checkpoints::default());
         let progress = Progress::new(checkpoints.clone());
         let consumer = reader(&self.bootstrap)?;
-        let mut ends: HashMap<(String, i32), i64> = HashMap::new();
-        let mut tpl = TopicPartitionList::new();
-        for p in &def.plan {
+        let mut ends = assign(&consumer, &def.plan, |p| {
             let name = format!("{}/{}", p.topic, p.partition);
             let from = state
                 .next
@@ -552,14 +550,8 @@ impl Runner {
                 .unwrap_or(p.start)
                 .max(p.start);
             state.next.insert(name, from);
-            if from < p.end {
-                tpl.add_partition_offset(&p.topic, p.partition, Offset::Offset(from))?;
-                ends.insert((p.topic.clone(), p.partition), p.end);
-            }
-        }
-        if !ends.is_empty() {
-            consumer.assign(&tpl)?;
-        }
+            from
+        })?;
         let limiter = Self::limiter(def);
         let keep_id = def.request.keep_webhook_id.unwrap_or(true);
         let mut last_save = tokio::time::Instant::now();
@@ -689,17 +681,7 @@ impl Runner {
             .map_err(anyhow::Error::msg)?;
         // 1. The dead letters in scope, less those already redriven.
         let consumer = reader(&self.bootstrap)?;
-        let mut ends: HashMap<(String, i32), i64> = HashMap::new();
-        let mut tpl = TopicPartitionList::new();
-        for p in &def.plan {
-            if p.start < p.end {
-                tpl.add_partition_offset(&p.topic, p.partition, Offset::Offset(p.start))?;
-                ends.insert((p.topic.clone(), p.partition), p.end);
-            }
-        }
-        if !ends.is_empty() {
-            consumer.assign(&tpl)?;
-        }
+        let mut ends = assign(&consumer, &def.plan, |p| p.start)?;
         let mut letters: BTreeMap<(i32, i64), DeadLetter> = BTreeMap::new();
         let mut redriven: HashSet<(i32, i64)> = HashSet::new();
         while !ends.is_empty() {
@@ -865,6 +847,28 @@ fn read_past(tp: &(String, i32), end: i64, consumer: &StreamConsumer) -> bool {
                 })
         })
         .is_some_and(|o| o >= end)
+}
+
+/// Assigns the plan's partitions to `consumer`, each from `from(partition)`; the partitions left to
+/// read, with their end.
+fn assign(
+    consumer: &StreamConsumer,
+    plan: &[Planned],
+    mut from: impl FnMut(&Planned) -> i64,
+) -> anyhow::Result<HashMap<(String, i32), i64>> {
+    let mut ends = HashMap::new();
+    let mut tpl = TopicPartitionList::new();
+    for p in plan {
+        let start = from(p);
+        if start < p.end {
+            tpl.add_partition_offset(&p.topic, p.partition, Offset::Offset(start))?;
+            ends.insert((p.topic.clone(), p.partition), p.end);
+        }
+    }
+    if !ends.is_empty() {
+        consumer.assign(&tpl)?;
+    }
+    Ok(ends)
 }
 
 /// A consumer that reads assigned partitions (no group, nothing committed).

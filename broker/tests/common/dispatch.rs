@@ -175,3 +175,15 @@ impl Drop for DispatcherProcess {
         let _ = self.child.wait();
     }
 }
+
+/// Produces `n` events with keys `k<i>`, ids `<prefix><i>` and `body`.
+pub async fn produce_events(bootstrap: &str, topic: &str, prefix: &str, n: usize, body: &str) {
+    let list: Vec<(String, String)> = (0..n)
+        .map(|i| (format!("k{i}"), format!("{prefix}{i}")))
+        .collect();
+    let refs: Vec<(&str, &str, &str)> = list
+        .iter()
+        .map(|(k, id)| (k.as_str(), id.as_str(), body))
+        .collect();
+    produce(bootstrap, topic, &refs, &[]).await;
+}

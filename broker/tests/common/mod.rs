@@ -241,6 +241,17 @@ impl Raw {
 
 /// An uncompressed RecordBatch v2 of `values` (no keys), all with `timestamp`, as a producer sends it.
 pub fn record_batch(values: &[Bytes], timestamp: i64) -> Bytes {
+    producer_batch(values, timestamp, -1, -1, -1)
+}
+
+/// [`record_batch`] of an idempotent producer: its id and epoch, sequences from `base_sequence`.
+pub fn producer_batch(
+    values: &[Bytes],
+    timestamp: i64,
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+) -> Bytes {
     use kafka_protocol::records::{
         Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
     };
@@ -251,11 +262,11 @@ pub fn record_batch(values: &[Bytes], timestamp: i64) -> Bytes {
             transactional: false,
             control: false,
             partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
+            producer_id,
+            producer_epoch,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            sequence: -1 + i as i32,
+            sequence: base_sequence + i as i32,
             timestamp,
             key: None,
             value: Some(value.clone()),
