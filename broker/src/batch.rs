@@ -181,29 +181,104 @@ pub fn producer_ids(payload: &[u8]) -> Vec<crate::producers::BatchIds> {
         .collect()
 }
 
-/// The producer fields and base offset of each batch of a payload that has a producer id.
+/// The producer fields and base offset of each data batch of a payload that has a producer id.
 pub fn producer_headers(payload: &[u8]) -> Vec<(crate::producers::BatchIds, i64)> {
+    producer_batches(payload)
+        .into_iter()
+        .filter_map(|b| match b {
+            ProducerBatch::Data { ids, base_offset } => Some((ids, base_offset)),
+            ProducerBatch::Marker { .. } => None,
+        })
+        .collect()
+}
+
+/// A batch written by a producer: its records, or a transaction marker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProducerBatch {
+    /// Records of an idempotent or transactional producer.
+    Data {
+        ids: crate::producers::BatchIds,
+        base_offset: i64,
+    },
+    /// A transaction marker (a control batch): the producer's transaction ended here.
+    Marker {
+        producer_id: i64,
+        producer_epoch: i16,
+        /// Commit (else abort).
+        commit: bool,
+        offset: i64,
+    },
+}
+
+/// Attribute bit: the batch is part of a transaction.
+pub const TRANSACTIONAL: i16 = 0x10;
+/// Attribute bit: the batch holds control records (transaction markers).
+pub const CONTROL: i16 = 0x20;
+
+/// The producer batches of a stored payload (those with a producer id), in order.
+pub fn producer_batches(payload: &[u8]) -> Vec<ProducerBatch> {
     batches(payload)
         .into_iter()
         .filter_map(|(base_offset, max_timestamp, range)| {
             let b = &payload[range];
             let producer_id = i64_at(b, 43);
-            // Control batches (transaction markers) carry the producer's id but no sequence.
-            let control = i16::from_be_bytes([b[21], b[22]]) & 0x20 != 0;
-            (producer_id >= 0 && !control).then(|| {
-                let ids = crate::producers::BatchIds {
+            if producer_id < 0 {
+                return None;
+            }
+            let attributes = i16::from_be_bytes([b[21], b[22]]);
+            let producer_epoch = i16::from_be_bytes([b[51], b[52]]);
+            if attributes & CONTROL != 0 {
+                // Control batches (transaction markers) carry the producer's id but no sequence.
+                return marker_type(&b[HEADER_LEN..]).map(|kind| ProducerBatch::Marker {
                     producer_id,
-                    producer_epoch: i16::from_be_bytes([b[51], b[52]]),
-                    base_sequence: i32_at(b, 53),
-                    // The sequences a batch took: its offset span, which key compaction keeps
-                    // (it may drop records, not offsets).
-                    count: i32_at(b, 23) + 1,
-                    max_timestamp,
-                };
-                (ids, base_offset)
-            })
+                    producer_epoch,
+                    commit: kind == 1,
+                    offset: base_offset,
+                });
+            }
+            let ids = crate::producers::BatchIds {
+                producer_id,
+                producer_epoch,
+                base_sequence: i32_at(b, 53),
+                // The sequences a batch took: its offset span, which key compaction keeps
+                // (it may drop records, not offsets).
+                count: i32_at(b, 23) + 1,
+                max_timestamp,
+                transactional: attributes & TRANSACTIONAL != 0,
+            };
+            Some(ProducerBatch::Data { ids, base_offset })
         })
         .collect()
+}
+
+/// The type of a control record (0 abort, 1 commit), from the first record of a control batch:
+/// `length varint, attributes i8, timestampDelta varlong, offsetDelta varint, keyLength varint,
+/// key = version i16, type i16`.
+fn marker_type(records: &[u8]) -> Option<i16> {
+    let mut at = 0usize;
+    let _length = varint(records, &mut at)?;
+    at += 1; // attributes
+    let _timestamp_delta = varint(records, &mut at)?;
+    let _offset_delta = varint(records, &mut at)?;
+    if varint(records, &mut at)? < 4 {
+        return None;
+    }
+    let key = records.get(at..at + 4)?;
+    Some(i16::from_be_bytes([key[2], key[3]]))
+}
+
+/// A zig-zag varint (as record fields are encoded) at `*at`, which moves past it.
+fn varint(bytes: &[u8], at: &mut usize) -> Option<i64> {
+    let mut value: u64 = 0;
+    for shift in (0..64).step_by(7) {
+        let byte = *bytes.get(*at)?;
+        *at += 1;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(((value >> 1) as i64) ^ -((value & 1) as i64));
+        }
+    }
+    None
 }
 
 /// The batches of a stored payload: `(base offset, max timestamp, byte range)` each.

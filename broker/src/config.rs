@@ -52,6 +52,11 @@ pub struct ServeConfig {
     pub max_message_bytes: u32,
     /// Partitions of `__consumer_offsets`, fixed when it is first created. Default 50, as Kafka.
     pub offsets_topic_partitions: u32,
+    /// Partitions of `__transaction_state`, fixed when it is first created. Default 50, as Kafka.
+    pub transaction_state_partitions: u32,
+    /// Longest transaction timeout a producer may ask for (Kafka's `transaction.max.timeout.ms`).
+    /// Default 15 minutes.
+    pub transaction_max_timeout_ms: u64,
     /// How long a new consumer group waits for more members before its first assignment (Kafka's
     /// `group.initial.rebalance.delay.ms`). Default 3000 ms.
     pub group_initial_rebalance_delay_ms: u64,
@@ -146,6 +151,8 @@ impl Default for ServeConfig {
             producer_state_window: 100_000,
             max_message_bytes: (1 << 20) + 12,
             offsets_topic_partitions: 50,
+            transaction_state_partitions: 50,
+            transaction_max_timeout_ms: 900_000,
             group_initial_rebalance_delay_ms: 3000,
             group_consumer_session_timeout_ms: 45_000,
             group_consumer_heartbeat_interval_ms: 5_000,

@@ -31,6 +31,7 @@ pub mod producers;
 mod retention;
 pub mod server;
 pub mod topic_config;
+pub mod txn;
 
 pub use config::ServeConfig;
 pub use server::Server;

@@ -29,6 +29,10 @@ pub struct Node {
     pub groups: crate::group::Coordinator,
     /// Idempotent producers: ids and per-partition sequence state.
     pub producers: crate::producers::Producers,
+    /// Transactions this node coordinates.
+    pub transactions: crate::txn::Coordinator,
+    /// This node, for the tasks it starts (set once it is shared).
+    me: std::sync::OnceLock<std::sync::Weak<Node>>,
     /// Bytes produced and fetched per partition since the last load report (for the balancer).
     traffic: std::sync::Mutex<(std::time::Instant, std::collections::HashMap<StreamId, u64>)>,
 }
@@ -64,8 +68,22 @@ impl Node {
             cluster_id,
             groups: crate::group::Coordinator::new(settings),
             producers: crate::producers::Producers::default(),
+            transactions: crate::txn::Coordinator::default(),
+            me: std::sync::OnceLock::new(),
             traffic: std::sync::Mutex::new((std::time::Instant::now(), Default::default())),
         }
+    }
+
+    /// Shares the node: wraps it in an `Arc` that [`Node::me`] returns.
+    pub fn shared(self) -> std::sync::Arc<Node> {
+        let node = std::sync::Arc::new(self);
+        let _ = node.me.set(std::sync::Arc::downgrade(&node));
+        node
+    }
+
+    /// The shared node (see [`Node::shared`]), while it lives.
+    pub fn me(&self) -> Option<std::sync::Arc<Node>> {
+        self.me.get().and_then(std::sync::Weak::upgrade)
     }
 
     /// Counts bytes produced to or fetched from a partition.
@@ -193,6 +211,14 @@ impl Node {
     pub fn coordinator_of(&self, group: &str) -> Option<i32> {
         let topic = self.topic(crate::group::OFFSETS_TOPIC)?;
         let index = crate::group::partition_for(group, topic.partitions.len());
+        let stream = *topic.partitions.get(usize::try_from(index).ok()?)?;
+        self.leader_of(stream)
+    }
+
+    /// The node coordinating a transactional id: the leader of its `__transaction_state` partition.
+    pub fn transaction_coordinator_of(&self, id: &str) -> Option<i32> {
+        let topic = self.topic(crate::txn::TXN_TOPIC)?;
+        let index = crate::group::partition_for(id, topic.partitions.len());
         let stream = *topic.partitions.get(usize::try_from(index).ok()?)?;
         self.leader_of(stream)
     }

@@ -15,8 +15,14 @@
 //! idempotent producer writes to it after it opened here: after a restart, a move or a failover.
 //! A producer not seen in that window is new to the partition: its batch is taken as it comes
 //! (Kafka, too, cannot check a producer whose state expired).
+//!
+//! Transactions (KIP-98) add, per partition, the open transactions (producer id → offset of its
+//! first batch in the transaction), which hold back the last stable offset, and the aborted
+//! transactions (producer, first offset, marker offset) that read_committed fetches report. Open
+//! transactions are rebuilt from the same tail; aborted ones also from the partition's index in the
+//! object store (`crate::txn::index`), since an abort may be older than any window.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use kafka_protocol::error::ResponseError;
@@ -55,6 +61,16 @@ pub struct ActiveProducer {
     pub epoch: i16,
     pub last_sequence: i32,
     pub last_timestamp: i64,
+    /// The first offset of its open transaction here, if any.
+    pub transaction_start: Option<i64>,
+}
+
+/// An aborted transaction in one partition: whose, its first offset, its abort marker's offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Aborted {
+    pub producer_id: i64,
+    pub first_offset: i64,
+    pub last_offset: i64,
 }
 
 /// The producers of one partition, valid for one opening of its stream.
@@ -63,6 +79,10 @@ pub struct PartitionProducers {
     /// The stream epoch the state was loaded for (`None`: not loaded).
     loaded_for: Option<Epoch>,
     producers: HashMap<i64, Producer>,
+    /// Open transactions: producer id → the offset of its transaction's first batch.
+    open: HashMap<i64, i64>,
+    /// Aborted transactions by marker offset.
+    aborted: BTreeMap<i64, Aborted>,
 }
 
 /// The producer fields of one batch header.
@@ -75,6 +95,8 @@ pub struct BatchIds {
     pub count: i32,
     /// The batch's `maxTimestamp`.
     pub max_timestamp: i64,
+    /// Part of a transaction.
+    pub transactional: bool,
 }
 
 impl BatchIds {
@@ -102,13 +124,19 @@ impl PartitionProducers {
         self.loaded_for == Some(epoch)
     }
 
-    /// Rebuilds the state from the stream's last `window` offsets.
+    /// Rebuilds the state from the stream's last `window` offsets and the aborted transactions
+    /// `indexed` (from the partition's index). Returns the aborted transactions the tail holds, so
+    /// the caller can index those missing (an abort whose index write a crash cut short).
     pub async fn load(
         &mut self,
         stream: &Stream,
         window: u64,
-    ) -> Result<(), weir_storage::StorageError> {
+        indexed: Vec<Aborted>,
+    ) -> Result<Vec<Aborted>, weir_storage::StorageError> {
         self.producers.clear();
+        self.open.clear();
+        self.aborted = indexed.into_iter().map(|a| (a.last_offset, a)).collect();
+        let mut found = Vec::new();
         let end = stream.high_watermark().get();
         let start = stream.start_offset().get().max(end.saturating_sub(window));
         let mut next = Offset(start);
@@ -125,19 +153,91 @@ impl PartitionProducers {
             let Some(last) = stored.last() else { break };
             next = last.end_offset();
             for b in &stored {
-                for header in batch::producer_headers(&b.payload) {
-                    self.record(header.0, header.1);
+                for batch in batch::producer_batches(&b.payload) {
+                    match batch {
+                        batch::ProducerBatch::Data { ids, base_offset } => {
+                            self.record(ids, base_offset);
+                        }
+                        batch::ProducerBatch::Marker {
+                            producer_id,
+                            producer_epoch,
+                            commit,
+                            offset,
+                        } => found.extend(self.end_transaction(
+                            producer_id,
+                            producer_epoch,
+                            commit,
+                            offset,
+                        )),
+                    }
                 }
             }
         }
+        let start = i64::try_from(stream.start_offset().get()).unwrap_or(0);
+        self.aborted.retain(|last, _| *last >= start);
         self.loaded_for = Some(stream.epoch());
-        Ok(())
+        Ok(found)
+    }
+
+    /// Ends the producer's open transaction with the marker at `offset`; returns the aborted
+    /// transaction to index, if it aborted one that wrote here.
+    pub fn end_transaction(
+        &mut self,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+        offset: i64,
+    ) -> Option<Aborted> {
+        let p = self.producers.entry(producer_id).or_default();
+        if epoch > p.epoch {
+            // A marker written at a bumped epoch (a timed-out or fenced transaction): the producer
+            // starts again at sequence 0.
+            p.epoch = epoch;
+            p.batches.clear();
+        }
+        let first = self.open.remove(&producer_id)?;
+        if commit {
+            return None;
+        }
+        let aborted = Aborted {
+            producer_id,
+            first_offset: first,
+            last_offset: offset,
+        };
+        self.aborted.insert(offset, aborted);
+        Some(aborted)
+    }
+
+    /// The last stable offset: the first offset of the oldest open transaction, at most `high`.
+    pub fn last_stable(&self, high: i64) -> i64 {
+        self.open
+            .values()
+            .copied()
+            .min()
+            .map_or(high, |f| f.min(high))
+    }
+
+    /// The first offset of the producer's open transaction here, if any.
+    pub fn open_transaction(&self, producer_id: i64) -> Option<i64> {
+        self.open.get(&producer_id).copied()
+    }
+
+    /// The aborted transactions a fetch of `[from, to]` must report: those whose records may lie
+    /// in it (marker at or after `from`, first offset at or before `to`).
+    pub fn aborted_between(&self, from: i64, to: i64) -> Vec<Aborted> {
+        self.aborted
+            .range(from..)
+            .map(|(_, a)| *a)
+            .filter(|a| a.first_offset <= to)
+            .collect()
     }
 
     /// Forgets everything (an append failed: what was recorded may not be in the stream).
     pub fn invalidate(&mut self) {
         self.loaded_for = None;
         self.producers.clear();
+        self.open.clear();
+        self.aborted.clear();
     }
 
     /// Decides about one batch, without recording it.
@@ -190,6 +290,9 @@ impl PartitionProducers {
             p.batches.pop_front();
         }
         p.last_timestamp = p.last_timestamp.max(ids.max_timestamp);
+        if ids.transactional {
+            self.open.entry(ids.producer_id).or_insert(base_offset);
+        }
     }
 
     /// The producers known here (DescribeProducers), by id.
@@ -202,6 +305,7 @@ impl PartitionProducers {
                 epoch: p.epoch,
                 last_sequence: p.batches.back().map_or(-1, |w| w.last_seq),
                 last_timestamp: p.last_timestamp,
+                transaction_start: self.open.get(id).copied(),
             })
             .collect();
         all.sort_by_key(|p| p.producer_id);
@@ -248,6 +352,43 @@ impl Producers {
     }
 }
 
+/// The producer and transaction state of a partition open here, loaded for its current opening
+/// (from the stream's tail and the aborted-transaction index), locked.
+pub async fn locked(
+    node: &crate::node::Node,
+    partition: &crate::node::Partition,
+) -> Result<tokio::sync::OwnedMutexGuard<PartitionProducers>, weir_storage::StorageError> {
+    let stream = &partition.stream;
+    let mut state = node.producers.partition(stream.id()).lock_owned().await;
+    if state.is_loaded_for(stream.epoch()) {
+        return Ok(state);
+    }
+    let store = node.storage.object_store();
+    let store_error = |op: &'static str| {
+        let key = format!("txn-index/{}", stream.id().get());
+        move |e: object_store::Error| weir_storage::StorageError::ObjectStore {
+            op,
+            key,
+            source: Arc::new(e),
+        }
+    };
+    let indexed = crate::txn::index::list(&store, stream.id())
+        .await
+        .map_err(store_error("list"))?;
+    let known: std::collections::HashSet<i64> = indexed.iter().map(|a| a.last_offset).collect();
+    let found = state
+        .load(stream, node.config.producer_state_window, indexed)
+        .await?;
+    for aborted in found.iter().filter(|a| !known.contains(&a.last_offset)) {
+        // An abort whose entry a crash cut short.
+        if let Err(e) = crate::txn::index::put(&store, stream.id(), aborted).await {
+            state.invalidate();
+            return Err(store_error("put")(e));
+        }
+    }
+    Ok(state)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,6 +400,7 @@ mod tests {
             base_sequence: seq,
             count,
             max_timestamp: 0,
+            transactional: false,
         }
     }
 

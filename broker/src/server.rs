@@ -156,12 +156,13 @@ impl Server {
             })
             .await?;
         controller.assign_unowned().await?;
-        let node = Arc::new(Node::new(
+        let node = Node::new(
             config.clone(),
             Metadata::Local(controller),
             storage,
             cluster_id,
-        ));
+        )
+        .shared();
         node.open_all().await?;
         if node.topic(crate::group::OFFSETS_TOPIC).is_none() {
             // Compacted, as on Kafka: retention by time must never drop committed offsets.
@@ -175,6 +176,8 @@ impl Server {
         }
         let (offsets, groups) = node.groups.load(&node).await?;
         tracing::info!(offsets, groups, "committed offsets and groups loaded");
+        let transactions = node.transactions.load(&node).await?;
+        tracing::info!(transactions, "transaction states loaded");
         Self::serve(node, listener, kafka_addr, None, Vec::new(), None).await
     }
 
@@ -321,12 +324,13 @@ impl Server {
             config.storage.clone(),
         )
         .await?;
-        let node = Arc::new(Node::new(
+        let node = Node::new(
             config.clone(),
             Metadata::Remote(remote),
             storage,
             cluster_id,
-        ));
+        )
+        .shared();
         let _ = node_cell.set(Arc::downgrade(&node));
         if node.topic(crate::group::OFFSETS_TOPIC).is_none() {
             let configs = [("cleanup.policy".to_owned(), "compact".to_owned())].into();
@@ -392,6 +396,10 @@ impl Server {
             stopped.clone(),
         ));
         let housekeeping = tokio::spawn(crate::retention::run(node.clone(), stopped.clone()));
+        tokio::spawn(crate::txn::expire_loop(
+            Arc::downgrade(&node),
+            stopped.clone(),
+        ));
         let accept = tokio::spawn(accept_loop(listener, node.clone(), stopped));
         tracing::info!(%kafka_addr, %admin_addr, ?rpc_addr, data_dir = %config.data_dir.display(), "weir serving");
         Ok(Server {

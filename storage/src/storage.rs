@@ -152,6 +152,12 @@ impl Storage {
         })
     }
 
+    /// The object store the streams' data lives in (for what a user of the streams keeps next to
+    /// them, such as the broker's aborted-transaction index).
+    pub fn object_store(&self) -> Arc<dyn ObjectStore> {
+        self.inner.store.clone()
+    }
+
     /// The handle of a stream open here.
     pub fn stream(&self, id: StreamId) -> Option<Stream> {
         let shared = self.inner.streams_lock().get(&id).cloned()?;

@@ -29,16 +29,13 @@ pub(super) async fn handle(
                 partitions.push(answer.with_error_code(node.not_here(topic, index)));
                 continue;
             };
-            let state = node.producers.partition(partition.stream.id());
-            let mut state = state.lock().await;
-            if !state.is_loaded_for(partition.stream.epoch())
-                && let Err(e) = state
-                    .load(&partition.stream, node.config.producer_state_window)
-                    .await
-            {
-                partitions.push(answer.with_error_code(storage_code(&e)));
-                continue;
-            }
+            let state = match crate::producers::locked(node, &partition).await {
+                Ok(state) => state,
+                Err(e) => {
+                    partitions.push(answer.with_error_code(storage_code(&e)));
+                    continue;
+                }
+            };
             let active = state
                 .active()
                 .into_iter()
@@ -49,7 +46,7 @@ pub(super) async fn handle(
                         .with_last_sequence(p.last_sequence)
                         .with_last_timestamp(p.last_timestamp)
                         .with_coordinator_epoch(-1)
-                        .with_current_txn_start_offset(-1)
+                        .with_current_txn_start_offset(p.transaction_start.unwrap_or(-1))
                 })
                 .collect();
             partitions.push(answer.with_active_producers(active));

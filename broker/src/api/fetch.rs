@@ -7,9 +7,9 @@ use futures::future::select_all;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_request::FetchTopic;
 use kafka_protocol::messages::fetch_response::{
-    FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
+    AbortedTransaction, FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
 };
-use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ProducerId, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use tokio::sync::watch;
 use weir_common::Offset;
@@ -57,13 +57,15 @@ pub(super) async fn handle(node: &Node, request: FetchRequest, version: i16) -> 
     let deadline = tokio::time::Instant::now() + max_wait;
     let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
     let max_bytes = usize::try_from(request.max_bytes).unwrap_or(usize::MAX);
+    // KIP-98: read_committed sees only what transactions committed.
+    let committed = request.isolation_level == 1;
     let results = loop {
         // Subscribe before reading, so an append between the read and the wait still wakes us.
         let mut watchers: Vec<watch::Receiver<Offset>> = targets
             .iter()
             .filter_map(|t| t.partition.as_ref().ok().map(|p| p.stream.subscribe()))
             .collect();
-        let results = read_all(&targets, max_bytes).await;
+        let results = read_all(node, &targets, max_bytes, committed).await;
         let bytes: usize = results
             .iter()
             .map(|r| r.records.as_ref().map_or(0, Bytes::len))
@@ -81,7 +83,7 @@ pub(super) async fn handle(node: &Node, request: FetchRequest, version: i16) -> 
         }
         let changed = select_all(watchers.iter_mut().map(|w| Box::pin(w.changed())));
         if tokio::time::timeout_at(deadline, changed).await.is_err() {
-            break read_all(&targets, max_bytes).await;
+            break read_all(node, &targets, max_bytes, committed).await;
         }
     };
     let mut responses: Vec<FetchableTopicResponse> = topics
@@ -145,7 +147,12 @@ fn leader_hint(node: &Node, topic: &FetchTopic, version: i16, index: i32) -> Opt
     (leader != node.config.node_id).then(|| (leader, node.leader_epoch(stream)))
 }
 
-async fn read_all(targets: &[Target], max_bytes: usize) -> Vec<PartitionData> {
+async fn read_all(
+    node: &Node,
+    targets: &[Target],
+    max_bytes: usize,
+    committed: bool,
+) -> Vec<PartitionData> {
     let mut out = Vec::with_capacity(targets.len());
     let mut remaining = max_bytes;
     let mut any_data = false;
@@ -157,7 +164,7 @@ async fn read_all(targets: &[Target], max_bytes: usize) -> Vec<PartitionData> {
         } else {
             remaining.max(1)
         };
-        let data = read_one(target, budget, any_data).await;
+        let data = read_one(node, target, budget, any_data, committed).await;
         let used = data.records.as_ref().map_or(0, Bytes::len);
         any_data |= used > 0;
         remaining = remaining.saturating_sub(used);
@@ -167,8 +174,16 @@ async fn read_all(targets: &[Target], max_bytes: usize) -> Vec<PartitionData> {
 }
 
 /// One partition's records: whole batches within `remaining` and the partition's own limit; with
-/// `strict` (an earlier partition already has data), never more, else at least one batch.
-async fn read_one(target: &Target, remaining: usize, strict: bool) -> PartitionData {
+/// `strict` (an earlier partition already has data), never more, else at least one batch. With
+/// `committed` (read_committed), only batches below the last stable offset, and the aborted
+/// transactions among them.
+async fn read_one(
+    node: &Node,
+    target: &Target,
+    remaining: usize,
+    strict: bool,
+    committed: bool,
+) -> PartitionData {
     let data = PartitionData::default().with_partition_index(target.index);
     let partition = match &target.partition {
         Ok(p) => p,
@@ -177,9 +192,18 @@ async fn read_one(target: &Target, remaining: usize, strict: bool) -> PartitionD
     let stream = &partition.stream;
     let hw = i64::try_from(stream.high_watermark().get()).unwrap_or(i64::MAX);
     let start = i64::try_from(stream.start_offset().get()).unwrap_or(0);
+    // read_uncommitted reports the high watermark as the last stable offset: it does not look at
+    // transactions (and so takes no lock on its path).
+    let mut last_stable = hw;
+    if committed {
+        match crate::producers::locked(node, partition).await {
+            Ok(state) => last_stable = state.last_stable(hw),
+            Err(e) => return data.with_error_code(storage_code(&e)),
+        }
+    }
     let data = data
         .with_high_watermark(hw)
-        .with_last_stable_offset(hw)
+        .with_last_stable_offset(last_stable)
         .with_log_start_offset(start);
     if target.leader_epoch >= 0 && target.leader_epoch != partition.leader_epoch {
         let code = if target.leader_epoch < partition.leader_epoch {
@@ -196,8 +220,18 @@ async fn read_one(target: &Target, remaining: usize, strict: bool) -> PartitionD
         return data.with_records(Some(Bytes::new()));
     }
     let budget = target.max_bytes.min(remaining).max(1);
+    if committed && target.offset >= last_stable {
+        return data
+            .with_records(Some(Bytes::new()))
+            .with_aborted_transactions(Some(Vec::new()));
+    }
     match stream.read(Offset(offset), budget).await {
         Ok(mut batches) => {
+            if committed {
+                // Whole batches: a transaction's batches are all on one side of the offset.
+                batches
+                    .retain(|b| i64::try_from(b.base_offset.get()).is_ok_and(|o| o < last_stable));
+            }
             // Whole batches within the limits; the first partition with data may go over with
             // its first batch (so a batch larger than the limits is still delivered), no other.
             let mut total = 0;
@@ -221,7 +255,30 @@ async fn read_one(target: &Target, remaining: usize, strict: bool) -> PartitionD
                     buf.freeze()
                 }
             };
-            data.with_records(Some(records))
+            let data = data.with_records(Some(records));
+            if !committed {
+                return data;
+            }
+            // The aborted transactions among the batches sent (those that ended before the
+            // last stable offset read above, so already in the index).
+            let last = batches.last().map_or(-1, |b| {
+                i64::try_from(b.end_offset().get()).unwrap_or(i64::MAX) - 1
+            });
+            let aborted = match crate::producers::locked(node, partition).await {
+                Ok(state) if last >= target.offset => state.aborted_between(target.offset, last),
+                Ok(_) => Vec::new(),
+                Err(e) => return data.with_error_code(storage_code(&e)),
+            };
+            data.with_aborted_transactions(Some(
+                aborted
+                    .into_iter()
+                    .map(|a| {
+                        AbortedTransaction::default()
+                            .with_producer_id(ProducerId(a.producer_id))
+                            .with_first_offset(a.first_offset)
+                    })
+                    .collect(),
+            ))
         }
         Err(e) => data.with_error_code(storage_code(&e)),
     }

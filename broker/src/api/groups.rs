@@ -27,13 +27,13 @@ pub(super) fn find_coordinator(
     request: FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
-    // The group's coordinator leads its `__consumer_offsets` partition (key type 0 is a group; other
-    // key types, transactional ids, are not coordinated yet: this node answers).
+    // A group's coordinator leads its `__consumer_offsets` partition (key type 0), a transactional
+    // id's its `__transaction_state` partition (key type 1).
     let find = |key: &str, key_type: i8| -> Result<(i32, String, i32), i16> {
-        let node_id = if key_type == 0 {
-            node.coordinator_of(key).ok_or(UNAVAILABLE)?
-        } else {
-            node.config.node_id
+        let node_id = match key_type {
+            0 => node.coordinator_of(key).ok_or(UNAVAILABLE)?,
+            1 => node.transaction_coordinator_of(key).ok_or(UNAVAILABLE)?,
+            _ => return Err(ResponseError::InvalidRequest.code()),
         };
         let (host, port) = node.broker_address(node_id).ok_or(UNAVAILABLE)?;
         Ok((node_id, host, port))

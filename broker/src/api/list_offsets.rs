@@ -1,5 +1,6 @@
 //! ListOffsets: earliest (-2, and -4 "earliest local"), latest (-1), max timestamp (-3), and by
-//! timestamp: the first record whose timestamp is at or after the one asked for.
+//! timestamp: the first record whose timestamp is at or after the one asked for. For read_committed
+//! (isolation level 1) latest is the last stable offset (KIP-98).
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
@@ -51,7 +52,12 @@ pub(super) async fn handle(
             } else {
                 response
             };
-            partitions.push(match lookup(&partition, p.timestamp).await {
+            let found = if p.timestamp == LATEST && request.isolation_level == 1 {
+                last_stable(node, &partition).await
+            } else {
+                lookup(&partition, p.timestamp).await
+            };
+            partitions.push(match found {
                 Ok((offset, timestamp)) => response.with_offset(offset).with_timestamp(timestamp),
                 Err(code) => response.with_error_code(code),
             });
@@ -67,6 +73,15 @@ pub(super) async fn handle(
 
 fn i64_of(offset: Offset) -> i64 {
     i64::try_from(offset.get()).unwrap_or(i64::MAX)
+}
+
+/// The last stable offset: below it, every transaction has ended.
+async fn last_stable(node: &Node, partition: &Partition) -> Result<(i64, i64), i16> {
+    let hw = i64_of(partition.stream.high_watermark());
+    let state = crate::producers::locked(node, partition)
+        .await
+        .map_err(|e| storage_code(&e))?;
+    Ok((state.last_stable(hw), -1))
 }
 
 /// `(offset, timestamp)` for the query; -1 timestamps where Kafka gives -1.

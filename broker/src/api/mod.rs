@@ -20,6 +20,7 @@ mod offset_for_leader_epoch;
 mod offsets;
 mod produce;
 mod reassignments;
+mod txn;
 
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
 use kafka_protocol::protocol::{Message, VersionRange};
@@ -103,6 +104,20 @@ pub(crate) fn supported() -> Vec<(ApiKey, VersionRange)> {
             ApiKey::DescribeProducers,
             DescribeProducersRequest::VERSIONS,
         ),
+        // Transactions as of KIP-98/KIP-447. The versions that mean transaction version 2
+        // (KIP-890: AddPartitionsToTxn 4+ between brokers, EndTxn 5 bumping the epoch at every
+        // end) are not served, so not advertised; clients then use the protocol served here.
+        (ApiKey::AddPartitionsToTxn, VersionRange { min: 0, max: 3 }),
+        (ApiKey::AddOffsetsToTxn, AddOffsetsToTxnRequest::VERSIONS),
+        (ApiKey::EndTxn, VersionRange { min: 0, max: 4 }),
+        (ApiKey::TxnOffsetCommit, TxnOffsetCommitRequest::VERSIONS),
+        (ApiKey::WriteTxnMarkers, WriteTxnMarkersRequest::VERSIONS),
+        (
+            ApiKey::DescribeTransactions,
+            DescribeTransactionsRequest::VERSIONS,
+        ),
+        // v2 filters by a regular expression over transactional ids, not served.
+        (ApiKey::ListTransactions, VersionRange { min: 0, max: 1 }),
     ]
 }
 
@@ -155,7 +170,26 @@ pub(crate) async fn handle(
             ResponseKind::DescribeProducers(describe_producers::handle(node, r).await)
         }
         RequestKind::InitProducerId(r) => {
-            ResponseKind::InitProducerId(init_producer_id::handle(node, r).await)
+            ResponseKind::InitProducerId(init_producer_id::handle(node, r, version).await)
+        }
+        RequestKind::AddPartitionsToTxn(r) => {
+            ResponseKind::AddPartitionsToTxn(txn::add_partitions(node, r, version).await)
+        }
+        RequestKind::AddOffsetsToTxn(r) => {
+            ResponseKind::AddOffsetsToTxn(txn::add_offsets(node, r, version).await)
+        }
+        RequestKind::EndTxn(r) => ResponseKind::EndTxn(txn::end(node, r, version).await),
+        RequestKind::TxnOffsetCommit(r) => {
+            ResponseKind::TxnOffsetCommit(txn::commit_offsets(node, r).await)
+        }
+        RequestKind::WriteTxnMarkers(r) => {
+            ResponseKind::WriteTxnMarkers(txn::write_markers(node, r).await)
+        }
+        RequestKind::DescribeTransactions(r) => {
+            ResponseKind::DescribeTransactions(txn::describe(node, r).await)
+        }
+        RequestKind::ListTransactions(r) => {
+            ResponseKind::ListTransactions(txn::list(node, r).await)
         }
         RequestKind::OffsetForLeaderEpoch(r) => {
             ResponseKind::OffsetForLeaderEpoch(offset_for_leader_epoch::handle(node, r))
@@ -167,6 +201,10 @@ pub(crate) async fn handle(
             ResponseKind::DescribeCluster(describe_cluster::handle(node, r))
         }
         RequestKind::FindCoordinator(r) => {
+            if r.key_type == 1 {
+                // Transactions' coordinators live in `__transaction_state`, created on first use.
+                let _ = node.transactions.ensure_topic(node).await;
+            }
             ResponseKind::FindCoordinator(groups::find_coordinator(node, r, version))
         }
         RequestKind::JoinGroup(r) => {

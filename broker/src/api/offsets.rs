@@ -159,6 +159,7 @@ pub(super) async fn fetch(
                 .map(|t| (t.name.0.to_string(), t.partition_indexes))
                 .collect()
         });
+        let (stable, group) = (request.require_stable, &request.group_id.0);
         let topics = lookup(node, &request.group_id.0, wanted)
             .into_iter()
             .map(|(topic, partitions)| {
@@ -173,11 +174,13 @@ pub(super) async fn fetch(
                                     leader_epoch: -1,
                                     metadata: None,
                                 });
+                                let code = unstable_code(node, stable, group, &topic, p);
                                 OffsetFetchResponsePartition::default()
                                     .with_partition_index(p)
                                     .with_committed_offset(c.offset)
                                     .with_committed_leader_epoch(c.leader_epoch)
                                     .with_metadata(Some(s(c.metadata.as_deref().unwrap_or(""))))
+                                    .with_error_code(code)
                             })
                             .collect(),
                     )
@@ -216,6 +219,7 @@ pub(super) async fn fetch(
                     .map(|t| (t.name.0.to_string(), t.partition_indexes))
                     .collect()
             });
+            let (stable, group) = (request.require_stable, &g.group_id.0);
             let topics = lookup(node, &g.group_id.0, wanted)
                 .into_iter()
                 .map(|(topic, partitions)| {
@@ -230,11 +234,13 @@ pub(super) async fn fetch(
                                         leader_epoch: -1,
                                         metadata: None,
                                     });
+                                    let code = unstable_code(node, stable, group, &topic, p);
                                     OffsetFetchResponsePartitions::default()
                                         .with_partition_index(p)
                                         .with_committed_offset(c.offset)
                                         .with_committed_leader_epoch(c.leader_epoch)
                                         .with_metadata(Some(s(c.metadata.as_deref().unwrap_or(""))))
+                                        .with_error_code(code)
                                 })
                                 .collect(),
                         )
@@ -246,4 +252,20 @@ pub(super) async fn fetch(
         });
     }
     OffsetFetchResponse::default().with_groups(groups)
+}
+
+/// KIP-447: with `require_stable`, an offset an open transaction is committing is not answered
+/// yet (UNSTABLE_OFFSET_COMMIT; the client asks again).
+fn unstable_code(
+    node: &Node,
+    require_stable: bool,
+    group: &str,
+    topic: &str,
+    partition: i32,
+) -> i16 {
+    if require_stable && node.groups.unstable(group, topic, partition) {
+        ResponseError::UnstableOffsetCommit.code()
+    } else {
+        0
+    }
 }

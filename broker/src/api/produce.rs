@@ -300,19 +300,17 @@ async fn enqueue(
     // An idempotent producer's batches are checked and appended under the partition's producer
     // lock, so the checks see the appends in their order.
     let producers = (!ids.is_empty()).then(|| node.producers.partition(partition.stream.id()));
-    let mut state = match &producers {
-        Some(p) => Some(p.clone().lock_owned().await),
-        None => None,
-    };
-    if let Some(state) = state.as_mut() {
-        if !state.is_loaded_for(partition.stream.epoch())
-            && let Err(e) = state
-                .load(&partition.stream, node.config.producer_state_window)
-                .await
-        {
-            tracing::warn!(topic = %topic.name, partition = data.index, error = %e, "cannot read the producers' state");
-            return Queued::Refused(response.with_error_code(storage_code(&e)));
+    let mut state = None;
+    if producers.is_some() {
+        match crate::producers::locked(node, &partition).await {
+            Ok(locked) => state = Some(locked),
+            Err(e) => {
+                tracing::warn!(topic = %topic.name, partition = data.index, error = %e, "cannot read the producers' state");
+                return Queued::Refused(response.with_error_code(storage_code(&e)));
+            }
         }
+    }
+    if let Some(state) = state.as_mut() {
         match verdict(state, &ids) {
             Verdict::Append => {}
             Verdict::Duplicate {

@@ -39,11 +39,17 @@ pub struct Committed {
 
 type Offsets = HashMap<String, BTreeMap<(String, i32), Committed>>;
 
+/// Offsets committed inside open transactions (TxnOffsetCommit), by producer id: they become
+/// committed offsets when the transaction's commit marker reaches the group's partition, and are
+/// dropped at an abort.
+type Pending = HashMap<i64, Offsets>;
+
 /// Groups and their offsets. See the [module documentation](self).
 #[derive(Debug)]
 pub struct Coordinator {
     groups: Mutex<HashMap<String, mpsc::Sender<Msg>>>,
     offsets: Mutex<Offsets>,
+    pending: Mutex<Pending>,
     /// The `__consumer_offsets` partitions whose groups and offsets are loaded here: this node
     /// coordinates their groups. A partition open here but not yet loaded answers
     /// COORDINATOR_LOAD_IN_PROGRESS, one not open here NOT_COORDINATOR (never an empty answer,
@@ -58,6 +64,7 @@ impl Coordinator {
         Self {
             groups: Mutex::new(HashMap::new()),
             offsets: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::new()),
             loaded: Mutex::new(HashSet::new()),
             settings,
         }
@@ -291,6 +298,77 @@ impl Coordinator {
         0
     }
 
+    /// TxnOffsetCommit: writes the offsets as part of the producer's transaction (records of a
+    /// transactional batch, KIP-98); they are committed when its commit marker reaches the group's
+    /// partition (`end_transaction`).
+    pub async fn commit_in_transaction(
+        &self,
+        node: &Node,
+        group: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        offsets: Vec<((String, i32), Committed)>,
+    ) -> Result<(), i16> {
+        self.coordinates(node, group)?;
+        let partition = log_partition(node, group)?;
+        let now = now_ms();
+        let records = offsets
+            .iter()
+            .map(|((topic, p), c)| offset_record(group, topic, *p, Some(c), now))
+            .collect();
+        append_as(&partition, records, Some((producer_id, producer_epoch))).await?;
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        pending
+            .entry(producer_id)
+            .or_default()
+            .entry(group.to_string())
+            .or_default()
+            .extend(offsets);
+        Ok(())
+    }
+
+    /// A transaction marker reached `__consumer_offsets` partition `index`: the producer's pending
+    /// offsets for that partition's groups are committed, or dropped.
+    pub fn end_transaction(&self, index: i32, partitions: usize, producer_id: i64, commit: bool) {
+        let ended: Offsets = {
+            let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+            let Some(groups) = pending.get_mut(&producer_id) else {
+                return;
+            };
+            let here: Vec<String> = groups
+                .keys()
+                .filter(|g| partition_for(g, partitions) == index)
+                .cloned()
+                .collect();
+            let ended = here
+                .into_iter()
+                .filter_map(|g| groups.remove_entry(&g))
+                .collect();
+            if groups.is_empty() {
+                pending.remove(&producer_id);
+            }
+            ended
+        };
+        if !commit {
+            return;
+        }
+        let mut all = self.offsets.lock().unwrap_or_else(PoisonError::into_inner);
+        for (group, offsets) in ended {
+            all.entry(group).or_default().extend(offsets);
+        }
+    }
+
+    /// Whether an open transaction holds an offset of the group's partition (OffsetFetch with
+    /// `require_stable` then answers UNSTABLE_OFFSET_COMMIT, KIP-447).
+    pub fn unstable(&self, group: &str, topic: &str, partition: i32) -> bool {
+        let key = (topic.to_string(), partition);
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .any(|groups| groups.get(group).is_some_and(|o| o.contains_key(&key)))
+    }
+
     /// Appends offset records (a `None` deletes), and with `delete_group` the group's tombstone,
     /// in one batch; then updates what OffsetFetch sees.
     async fn write_offsets(
@@ -308,28 +386,7 @@ impl Coordinator {
         let now = now_ms();
         let mut records: Vec<(Bytes, Option<Bytes>)> = entries
             .iter()
-            .map(|((topic, p), c)| {
-                let key = records::key(
-                    OFFSET_RECORD,
-                    &OffsetKey {
-                        group: group.to_string(),
-                        topic: topic.clone(),
-                        partition: *p,
-                    },
-                );
-                let value = c.as_ref().map(|c| {
-                    Bytes::from(
-                        OffsetValue {
-                            offset: c.offset,
-                            leader_epoch: c.leader_epoch,
-                            metadata: c.metadata.clone(),
-                            commit_timestamp_ms: now,
-                        }
-                        .encode_to_vec(),
-                    )
-                });
-                (key, value)
-            })
+            .map(|((topic, p), c)| offset_record(group, topic, *p, c.as_ref(), now))
             .collect();
         if delete_group {
             records.push((group_key(group), None));
@@ -394,7 +451,20 @@ impl Coordinator {
                     continue;
                 };
                 for record in sets.iter().flat_map(|s| &s.records) {
-                    self.apply(record, &mut groups);
+                    if record.control {
+                        // A transaction marker: key (version i16, type i16), 1 commits.
+                        let commit = record.key.as_ref().is_some_and(|k| k.get(3) == Some(&1));
+                        self.end_transaction(
+                            index,
+                            topic.partitions.len(),
+                            record.producer_id,
+                            commit,
+                        );
+                    } else if record.transactional {
+                        self.apply_pending(record);
+                    } else {
+                        self.apply(record, &mut groups);
+                    }
                 }
             }
         }
@@ -438,6 +508,40 @@ impl Coordinator {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .retain(|group, _| partition_for(group, partitions) != index);
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        for groups in pending.values_mut() {
+            groups.retain(|group, _| partition_for(group, partitions) != index);
+        }
+        pending.retain(|_, groups| !groups.is_empty());
+    }
+
+    /// An offset record of a transactional batch, pending until its transaction's marker.
+    fn apply_pending(&self, record: &Record) {
+        let Some(key) = &record.key else { return };
+        if key.first() != Some(&OFFSET_RECORD) {
+            return;
+        }
+        let Ok(key) = OffsetKey::decode(&key[1..]) else {
+            return;
+        };
+        let Some(Ok(v)) = record.value.as_ref().map(|v| OffsetValue::decode(&v[..])) else {
+            return;
+        };
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(record.producer_id)
+            .or_default()
+            .entry(key.group)
+            .or_default()
+            .insert(
+                (key.topic, key.partition),
+                Committed {
+                    offset: v.offset,
+                    leader_epoch: v.leader_epoch,
+                    metadata: v.metadata,
+                },
+            );
     }
 
     fn apply(&self, record: &Record, groups: &mut HashMap<String, Option<GroupValue>>) {
@@ -549,13 +653,64 @@ fn spawn_writer(group: String, partition: Partition) -> GroupLog {
     GroupLog { tx }
 }
 
-/// Appends records to a `__consumer_offsets` partition as one batch; durable when it returns.
-async fn append(partition: &Partition, entries: Vec<(Bytes, Option<Bytes>)>) -> Result<(), i16> {
+/// The record of a committed offset (a `None` deletes it).
+fn offset_record(
+    group: &str,
+    topic: &str,
+    partition: i32,
+    committed: Option<&Committed>,
+    now: i64,
+) -> (Bytes, Option<Bytes>) {
+    let key = records::key(
+        OFFSET_RECORD,
+        &OffsetKey {
+            group: group.to_string(),
+            topic: topic.to_string(),
+            partition,
+        },
+    );
+    let value = committed.map(|c| {
+        Bytes::from(
+            OffsetValue {
+                offset: c.offset,
+                leader_epoch: c.leader_epoch,
+                metadata: c.metadata.clone(),
+                commit_timestamp_ms: now,
+            }
+            .encode_to_vec(),
+        )
+    });
+    (key, value)
+}
+
+/// Appends records to an internal partition (`__consumer_offsets`, `__transaction_state`) as one
+/// batch; durable when it returns.
+pub(crate) async fn append(
+    partition: &Partition,
+    entries: Vec<(Bytes, Option<Bytes>)>,
+) -> Result<(), i16> {
+    append_as(partition, entries, None).await
+}
+
+/// [`append`], as part of a producer's transaction when `producer` is `(id, epoch)`.
+async fn append_as(
+    partition: &Partition,
+    entries: Vec<(Bytes, Option<Bytes>)>,
+    producer: Option<(i64, i16)>,
+) -> Result<(), i16> {
     let now = now_ms();
     let records: Vec<Record> = entries
         .into_iter()
         .enumerate()
-        .map(|(i, (key, value))| internal_record(i, now, key, value))
+        .map(|(i, (key, value))| {
+            let mut record = internal_record(i, now, key, value);
+            if let Some((id, epoch)) = producer {
+                record.transactional = true;
+                record.producer_id = id;
+                record.producer_epoch = epoch;
+            }
+            record
+        })
         .collect();
     let mut buf = BytesMut::new();
     RecordBatchEncoder::encode(

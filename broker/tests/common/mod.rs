@@ -52,6 +52,7 @@ pub fn config(dir: &Path, tweak: impl FnOnce(&mut ServeConfig)) -> ServeConfig {
     config.wal.max_record_bytes = 4 << 20;
     config.group_initial_rebalance_delay_ms = 0;
     config.offsets_topic_partitions = 8;
+    config.transaction_state_partitions = 4;
     tweak(&mut config);
     config
 }
