@@ -208,6 +208,14 @@ impl PartitionProducers {
         Some(aborted)
     }
 
+    /// Forgets the aborted transactions whose markers lie below `start` (trimmed away); whether
+    /// there were any.
+    pub fn forget_aborted_below(&mut self, start: i64) -> bool {
+        let before = self.aborted.len();
+        self.aborted.retain(|last, _| *last >= start);
+        self.aborted.len() != before
+    }
+
     /// The last stable offset: the first offset of the oldest open transaction, at most `high`.
     pub fn last_stable(&self, high: i64) -> i64 {
         self.open

@@ -75,7 +75,17 @@ pub(crate) async fn enforce_retention(node: &Node, now_ms: u64) {
             continue; // not open here
         };
         match handle.delete_records(start).await {
-            Ok(start) => tracing::debug!(%stream, %start, "retention moved the log start"),
+            Ok(start) => {
+                tracing::debug!(%stream, %start, "retention moved the log start");
+                let start = i64::try_from(start.get()).unwrap_or(i64::MAX);
+                let state = node.producers.partition(stream);
+                if state.lock().await.forget_aborted_below(start) {
+                    let store = node.storage.object_store();
+                    if let Err(e) = crate::txn::index::trim(&store, stream, start).await {
+                        tracing::warn!(%stream, error = %e, "aborted-transaction entries not trimmed");
+                    }
+                }
+            }
             Err(e) => tracing::warn!(%stream, error = %e, "retention could not move the log start"),
         }
     }

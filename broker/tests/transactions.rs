@@ -371,3 +371,71 @@ fn a_new_producer_aborts_what_the_old_one_left_open_and_offsets_follow_the_outco
     );
     weir.stop();
 }
+
+/// The coordinator's broker for a transactional id: the one whose DescribeTransactions answers.
+fn coordinator(cluster: &weir_tests::cluster::Cluster, id: &str) -> Option<u32> {
+    cluster
+        .brokers()
+        .find(|b| describe(b.kafka, id).0 == 0)
+        .map(|b| b.node_id)
+}
+
+#[test]
+fn transactions_span_brokers_and_survive_the_coordinators_failover() {
+    let objects = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", objects.path().display());
+    let env: Vec<(String, String)> = [
+        ("WEIR_CLUSTER__SESSION_TIMEOUT_MS", "2000"),
+        ("WEIR_CLUSTER__HEARTBEAT_INTERVAL_MS", "300"),
+        ("WEIR_OBJECT_WAL__FLUSH_INTERVAL_MS", "20"),
+        ("WEIR_OFFSETS_TOPIC_PARTITIONS", "2"),
+        ("WEIR_TRANSACTION_STATE_PARTITIONS", "2"),
+        ("WEIR_CLUSTER__BALANCE_INTERVAL_MS", "3600000"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let mut cluster =
+        weir_tests::cluster::Cluster::new(env!("CARGO_BIN_EXE_weir").as_ref(), &url, &env);
+    cluster.start(1, true);
+    cluster.start(2, true);
+    let b = cluster.bootstrap();
+    // Four partitions over two brokers: each transaction has partitions on both, so the
+    // coordinator marks some of them through WriteTxnMarkers to the other broker.
+    create_topic(&b, "spread", 4);
+    let producer = transactional(&b, "span", 60_000);
+    let (c1, aborted, c2) = (values("c1", 20), values("a", 20), values("c2", 20));
+    for (batch, commit) in [(&c1, true), (&aborted, false), (&c2, true)] {
+        producer.begin_transaction().unwrap();
+        send(&producer, "spread", 4, batch);
+        if commit {
+            producer.commit_transaction(T).unwrap();
+        } else {
+            producer.abort_transaction(T).unwrap();
+        }
+    }
+    assert_eq!(
+        read(&b, "spread", 4, "read_committed", 40, T),
+        sorted(&[&c1, &c2])
+    );
+    assert_eq!(read(&b, "spread", 4, "read_uncommitted", 60, T).len(), 60);
+
+    // The coordinator killed mid-transaction: the survivor takes `__transaction_state` over, and
+    // a new producer of the id aborts what was left open.
+    let open = values("open", 8);
+    producer.begin_transaction().unwrap();
+    send(&producer, "spread", 4, &open);
+    let victim = coordinator(&cluster, "span").expect("a coordinator for the id");
+    drop(producer);
+    cluster.kill9(victim);
+    let b = cluster.bootstrap();
+    let successor = transactional(&b, "span", 60_000);
+    let c3 = values("c3", 8);
+    successor.begin_transaction().unwrap();
+    send(&successor, "spread", 4, &c3);
+    successor.commit_transaction(T).unwrap();
+    assert_eq!(
+        read(&b, "spread", 4, "read_committed", 48, T),
+        sorted(&[&c1, &c2, &c3])
+    );
+}

@@ -24,6 +24,8 @@ KAFKA=$(sed -n 's/^weir serving kafka=\([^ ]*\) admin=.*/\1/p' "$OUT")
 [ -n "$KAFKA" ] || { echo "weir serve did not start"; exit 1; }
 status=0
 WEIR_BOOTSTRAP="$KAFKA" "$PYTHON" tests/compat/compat.py || status=1
+# Exactly-once: a confluent-kafka consume-transform-produce loop killed at random points.
+WEIR_BOOTSTRAP="$KAFKA" "$PYTHON" tests/compat/eos.py || status=1
 if [ -n "${KAFKAJS_NODE_PATH:-}" ]; then
   WEIR_BOOTSTRAP="$KAFKA" NODE_PATH="$KAFKAJS_NODE_PATH" node tests/compat/kafkajs.cjs || status=1
 else
