@@ -445,6 +445,85 @@ mod tests {
     }
 
     #[test]
+    fn open_transactions_hold_the_last_stable_offset_and_aborts_are_indexed() {
+        let mut p = PartitionProducers::default();
+        let txn = |pid, seq, count| BatchIds {
+            transactional: true,
+            ..ids(pid, 0, seq, count)
+        };
+        p.record(ids(1, 0, 0, 5), 0); // idempotent, not transactional
+        assert_eq!(p.last_stable(5), 5);
+        p.record(txn(2, 0, 3), 5);
+        p.record(txn(3, 0, 2), 8);
+        p.record(txn(2, 3, 1), 10);
+        assert_eq!(
+            p.last_stable(11),
+            5,
+            "the oldest open transaction's first offset"
+        );
+        assert_eq!(p.open_transaction(2), Some(5));
+        assert_eq!(
+            p.end_transaction(2, 0, true, 11),
+            None,
+            "a commit is not indexed"
+        );
+        assert_eq!(p.last_stable(12), 8);
+        let aborted = p.end_transaction(3, 0, false, 12);
+        assert_eq!(
+            aborted,
+            Some(Aborted {
+                producer_id: 3,
+                first_offset: 8,
+                last_offset: 12
+            })
+        );
+        assert_eq!(p.last_stable(13), 13);
+        assert_eq!(p.aborted_between(0, 7), vec![], "before its first offset");
+        assert_eq!(p.aborted_between(9, 9).len(), 1);
+        assert_eq!(p.aborted_between(13, 20), vec![], "after its marker");
+        assert_eq!(
+            p.end_transaction(3, 0, false, 13),
+            None,
+            "a repeated marker"
+        );
+        // A marker at a bumped epoch (the coordinator fenced the producer): sequences restart.
+        p.record(txn(4, 0, 1), 14);
+        p.end_transaction(4, 1, false, 15);
+        assert_eq!(p.check(&ids(4, 1, 0, 1)), Verdict::Append);
+        assert_eq!(
+            p.check(&ids(4, 0, 1, 1)),
+            Verdict::Refuse(ResponseError::InvalidProducerEpoch)
+        );
+        assert!(p.forget_aborted_below(16));
+        assert_eq!(p.aborted_between(0, 20), vec![]);
+    }
+
+    #[test]
+    fn markers_are_read_back_from_their_control_batches() {
+        let mut payload = bytes::BytesMut::new();
+        payload.extend_from_slice(&crate::txn::markers::control_batch(9, 2, true, 5));
+        payload.extend_from_slice(&crate::txn::markers::control_batch(9, 3, false, 5));
+        let stored = crate::batch::assign_offsets(&payload, 40, 1);
+        assert_eq!(
+            crate::batch::producer_batches(&stored),
+            vec![
+                crate::batch::ProducerBatch::Marker {
+                    producer_id: 9,
+                    producer_epoch: 2,
+                    commit: true,
+                    offset: 40
+                },
+                crate::batch::ProducerBatch::Marker {
+                    producer_id: 9,
+                    producer_epoch: 3,
+                    commit: false,
+                    offset: 41
+                },
+            ]
+        );
+    }
+
+    #[test]
     fn only_the_last_five_batches_are_remembered_and_sequences_wrap() {
         let mut p = PartitionProducers::default();
         for i in 0..7 {

@@ -109,6 +109,26 @@ pub async fn trim(
 mod tests {
     use super::*;
 
+    /// The bytes of an entry in the bucket: changing them breaks every stored index.
+    #[test]
+    fn golden_bytes() {
+        let a = Aborted {
+            producer_id: 1,
+            first_offset: 2,
+            last_offset: 258,
+        };
+        let bytes = encode(&a);
+        assert_eq!(
+            &bytes[..],
+            b"\0\0\0\0\0\0\0\x01\0\0\0\0\0\0\0\x02\0\0\0\0\0\0\x01\x02"
+        );
+        assert_eq!(decode(&bytes), Some(a));
+        assert_eq!(
+            path(StreamId(9), 258).as_ref(),
+            "txn-index/9/00000000000000000258"
+        );
+    }
+
     #[tokio::test]
     async fn entries_round_trip_and_trim() {
         let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());

@@ -36,3 +36,32 @@ pub(crate) struct TxnValue {
     #[prost(int64, tag = "8")]
     pub(crate) updated_ms: i64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    /// The bytes a transaction record has on disk: changing them breaks every stored
+    /// `__transaction_state`.
+    #[test]
+    fn golden_bytes() {
+        let v = TxnValue {
+            producer_id: 7,
+            epoch: 2,
+            last_epoch: 1,
+            timeout_ms: 60,
+            phase: 1,
+            partitions: vec![TxnPartition {
+                topic: "t".into(),
+                partition: 3,
+            }],
+            started_ms: 5,
+            updated_ms: 6,
+        };
+        assert_eq!(
+            v.encode_to_vec(),
+            b"\x08\x07\x10\x02\x18\x01\x20\x3c\x28\x01\x32\x05\x0a\x01t\x10\x03\x38\x05\x40\x06"
+        );
+    }
+}
