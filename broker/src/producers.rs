@@ -73,6 +73,45 @@ pub struct Aborted {
     pub last_offset: i64,
 }
 
+/// What read_committed readers need of a partition's transactions: the first offset of the oldest
+/// open one and the aborted ones. Kept beside the producer state under a short lock of its own, so
+/// fetches never wait for the producer lock (which a produce holds while its append waits for
+/// room).
+#[derive(Debug, Default)]
+pub struct TxnView {
+    /// The stream epoch the state was loaded for (`None`: not loaded).
+    loaded_for: Option<Epoch>,
+    /// The first offset of the oldest open transaction, if any.
+    first_open: Option<i64>,
+    /// Aborted transactions by marker offset.
+    aborted: BTreeMap<i64, Aborted>,
+}
+
+impl TxnView {
+    /// Whether it describes this opening of the stream.
+    pub fn is_loaded_for(&self, epoch: Epoch) -> bool {
+        self.loaded_for == Some(epoch)
+    }
+
+    /// The last stable offset: the first offset of the oldest open transaction, at most `high`.
+    pub fn last_stable(&self, high: i64) -> i64 {
+        self.first_open.map_or(high, |f| f.min(high))
+    }
+
+    /// The aborted transactions a fetch of `[from, to]` must report: those whose records may lie
+    /// in it (marker at or after `from`, first offset at or before `to`).
+    pub fn aborted_between(&self, from: i64, to: i64) -> Vec<Aborted> {
+        self.aborted
+            .range(from..)
+            .map(|(_, a)| *a)
+            .filter(|a| a.first_offset <= to)
+            .collect()
+    }
+}
+
+/// A partition's transactions as readers see them.
+pub type SharedView = Arc<std::sync::RwLock<TxnView>>;
+
 /// The producers of one partition, valid for one opening of its stream.
 #[derive(Debug, Default)]
 pub struct PartitionProducers {
@@ -81,8 +120,8 @@ pub struct PartitionProducers {
     producers: HashMap<i64, Producer>,
     /// Open transactions: producer id → the offset of its transaction's first batch.
     open: HashMap<i64, i64>,
-    /// Aborted transactions by marker offset.
-    aborted: BTreeMap<i64, Aborted>,
+    /// The readers' view, updated with every change of the transactions.
+    view: SharedView,
 }
 
 /// The producer fields of one batch header.
@@ -124,6 +163,21 @@ impl PartitionProducers {
         self.loaded_for == Some(epoch)
     }
 
+    fn view_mut(&self) -> std::sync::RwLockWriteGuard<'_, TxnView> {
+        self.view.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn view(&self) -> std::sync::RwLockReadGuard<'_, TxnView> {
+        self.view.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Publishes the open transactions' first offset and the loaded epoch to readers.
+    fn publish(&self) {
+        let mut view = self.view_mut();
+        view.first_open = self.open.values().copied().min();
+        view.loaded_for = self.loaded_for;
+    }
+
     /// Rebuilds the state from the stream's last `window` offsets and the aborted transactions
     /// `indexed` (from the partition's index). Returns the aborted transactions the tail holds, so
     /// the caller can index those missing (an abort whose index write a crash cut short).
@@ -135,7 +189,11 @@ impl PartitionProducers {
     ) -> Result<Vec<Aborted>, weir_storage::StorageError> {
         self.producers.clear();
         self.open.clear();
-        self.aborted = indexed.into_iter().map(|a| (a.last_offset, a)).collect();
+        {
+            let mut view = self.view_mut();
+            view.loaded_for = None;
+            view.aborted = indexed.into_iter().map(|a| (a.last_offset, a)).collect();
+        }
         let mut found = Vec::new();
         let end = stream.high_watermark().get();
         let start = stream.start_offset().get().max(end.saturating_sub(window));
@@ -174,8 +232,9 @@ impl PartitionProducers {
             }
         }
         let start = i64::try_from(stream.start_offset().get()).unwrap_or(0);
-        self.aborted.retain(|last, _| *last >= start);
+        self.view_mut().aborted.retain(|last, _| *last >= start);
         self.loaded_for = Some(stream.epoch());
+        self.publish();
         Ok(found)
     }
 
@@ -196,33 +255,30 @@ impl PartitionProducers {
             p.batches.clear();
         }
         let first = self.open.remove(&producer_id)?;
-        if commit {
-            return None;
-        }
-        let aborted = Aborted {
+        let aborted = (!commit).then_some(Aborted {
             producer_id,
             first_offset: first,
             last_offset: offset,
-        };
-        self.aborted.insert(offset, aborted);
-        Some(aborted)
+        });
+        if let Some(a) = aborted {
+            self.view_mut().aborted.insert(offset, a);
+        }
+        self.publish();
+        aborted
     }
 
     /// Forgets the aborted transactions whose markers lie below `start` (trimmed away); whether
     /// there were any.
     pub fn forget_aborted_below(&mut self, start: i64) -> bool {
-        let before = self.aborted.len();
-        self.aborted.retain(|last, _| *last >= start);
-        self.aborted.len() != before
+        let mut view = self.view_mut();
+        let before = view.aborted.len();
+        view.aborted.retain(|last, _| *last >= start);
+        view.aborted.len() != before
     }
 
     /// The last stable offset: the first offset of the oldest open transaction, at most `high`.
     pub fn last_stable(&self, high: i64) -> i64 {
-        self.open
-            .values()
-            .copied()
-            .min()
-            .map_or(high, |f| f.min(high))
+        self.view().last_stable(high)
     }
 
     /// The first offset of the producer's open transaction here, if any.
@@ -230,14 +286,9 @@ impl PartitionProducers {
         self.open.get(&producer_id).copied()
     }
 
-    /// The aborted transactions a fetch of `[from, to]` must report: those whose records may lie
-    /// in it (marker at or after `from`, first offset at or before `to`).
+    /// The aborted transactions a fetch of `[from, to]` must report (see [`TxnView`]).
     pub fn aborted_between(&self, from: i64, to: i64) -> Vec<Aborted> {
-        self.aborted
-            .range(from..)
-            .map(|(_, a)| *a)
-            .filter(|a| a.first_offset <= to)
-            .collect()
+        self.view().aborted_between(from, to)
     }
 
     /// Forgets everything (an append failed: what was recorded may not be in the stream).
@@ -245,7 +296,8 @@ impl PartitionProducers {
         self.loaded_for = None;
         self.producers.clear();
         self.open.clear();
-        self.aborted.clear();
+        self.view_mut().aborted.clear();
+        self.publish();
     }
 
     /// Decides about one batch, without recording it.
@@ -298,8 +350,9 @@ impl PartitionProducers {
             p.batches.pop_front();
         }
         p.last_timestamp = p.last_timestamp.max(ids.max_timestamp);
-        if ids.transactional {
-            self.open.entry(ids.producer_id).or_insert(base_offset);
+        if ids.transactional && !self.open.contains_key(&ids.producer_id) {
+            self.open.insert(ids.producer_id, base_offset);
+            self.publish();
         }
     }
 
@@ -325,12 +378,15 @@ fn next_seq(seq: i32) -> i32 {
     if seq == i32::MAX { 0 } else { seq + 1 }
 }
 
+/// A partition's producer state and its readers' view of it.
+type PartitionEntry = (Arc<tokio::sync::Mutex<PartitionProducers>>, SharedView);
+
 /// The node's producer ids and every partition's producer state.
 #[derive(Debug, Default)]
 pub struct Producers {
     /// The current block of ids: next and end.
     block: tokio::sync::Mutex<(u64, u64)>,
-    partitions: Mutex<HashMap<StreamId, Arc<tokio::sync::Mutex<PartitionProducers>>>>,
+    partitions: Mutex<HashMap<StreamId, PartitionEntry>>,
 }
 
 impl Producers {
@@ -351,11 +407,27 @@ impl Producers {
 
     /// The producer state of a partition (locked by the caller around check and append).
     pub fn partition(&self, stream: StreamId) -> Arc<tokio::sync::Mutex<PartitionProducers>> {
+        self.entry(stream).0
+    }
+
+    /// The readers' view of a partition's transactions.
+    pub fn view(&self, stream: StreamId) -> SharedView {
+        self.entry(stream).1
+    }
+
+    fn entry(&self, stream: StreamId) -> PartitionEntry {
         self.partitions
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .entry(stream)
-            .or_default()
+            .or_insert_with(|| {
+                let view = SharedView::default();
+                let state = PartitionProducers {
+                    view: view.clone(),
+                    ..PartitionProducers::default()
+                };
+                (Arc::new(tokio::sync::Mutex::new(state)), view)
+            })
             .clone()
     }
 }
@@ -395,6 +467,23 @@ pub async fn locked(
         }
     }
     Ok(state)
+}
+
+/// The readers' view of a partition's transactions, loaded for its current opening (only the
+/// first read after the partition opened here takes the producer lock, to load the state).
+pub async fn view(
+    node: &crate::node::Node,
+    partition: &crate::node::Partition,
+) -> Result<SharedView, weir_storage::StorageError> {
+    let view = node.producers.view(partition.stream.id());
+    let loaded = view
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .is_loaded_for(partition.stream.epoch());
+    if !loaded {
+        drop(locked(node, partition).await?);
+    }
+    Ok(view)
 }
 
 #[cfg(test)]

@@ -195,9 +195,16 @@ async fn read_one(
     // read_uncommitted reports the high watermark as the last stable offset: it does not look at
     // transactions (and so takes no lock on its path).
     let mut last_stable = hw;
+    let mut view = None;
     if committed {
-        match crate::producers::locked(node, partition).await {
-            Ok(state) => last_stable = state.last_stable(hw),
+        match crate::producers::view(node, partition).await {
+            Ok(v) => {
+                last_stable = v
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .last_stable(hw);
+                view = Some(v);
+            }
             Err(e) => return data.with_error_code(storage_code(&e)),
         }
     }
@@ -260,14 +267,16 @@ async fn read_one(
                 return data;
             }
             // The aborted transactions among the batches sent (those that ended before the
-            // last stable offset read above, so already in the index).
+            // last stable offset read above, so already in the view).
             let last = batches.last().map_or(-1, |b| {
                 i64::try_from(b.end_offset().get()).unwrap_or(i64::MAX) - 1
             });
-            let aborted = match crate::producers::locked(node, partition).await {
-                Ok(state) if last >= target.offset => state.aborted_between(target.offset, last),
-                Ok(_) => Vec::new(),
-                Err(e) => return data.with_error_code(storage_code(&e)),
+            let aborted = match &view {
+                Some(v) if last >= target.offset => v
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .aborted_between(target.offset, last),
+                _ => Vec::new(),
             };
             data.with_aborted_transactions(Some(
                 aborted
