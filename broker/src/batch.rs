@@ -215,6 +215,14 @@ pub const TRANSACTIONAL: i16 = 0x10;
 /// Attribute bit: the batch holds control records (transaction markers).
 pub const CONTROL: i16 = 0x20;
 
+/// Whether any batch of a payload is part of a transaction (its records or its marker).
+pub fn is_transactional(payload: &[u8]) -> bool {
+    batches(payload).into_iter().any(|(_, _, range)| {
+        let b = &payload[range];
+        i16::from_be_bytes([b[21], b[22]]) & TRANSACTIONAL != 0
+    })
+}
+
 /// The producer batches of a stored payload (those with a producer id), in order.
 pub fn producer_batches(payload: &[u8]) -> Vec<ProducerBatch> {
     batches(payload)

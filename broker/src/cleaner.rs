@@ -21,8 +21,10 @@
 //!
 //! A batch whose records cannot be read (damaged, or over the decompression cap) is kept unchanged
 //! and its keys are left out of the map. Records without a key are kept (a compacted topic refuses
-//! them at produce time). Transaction markers are kept; aborted transactional records are not yet
-//! removed.
+//! them at produce time). Transactional batches (records and markers) are kept as they are and their
+//! keys stay out of the map: a record of an aborted (or still open) transaction must never remove the
+//! committed record of its key, as an aborted TxnOffsetCommit would otherwise remove a group's
+//! committed offset. Kafka's cleaner drops aborted records; here they stay until retention.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -216,6 +218,10 @@ impl Cleaner {
                     break 'read;
                 }
                 keys.clear();
+                if crate::batch::is_transactional(&batch.payload) {
+                    map_end = batch.end_offset();
+                    continue;
+                }
                 let read = filter::for_each_record(&batch.payload, |r| {
                     if let Some(key) = r.key {
                         keys.push((hasher.hash(key), r.offset));
@@ -259,15 +265,16 @@ impl Cleaner {
             let mut out: Vec<StoredBatch> = Vec::with_capacity(run.len());
             for batch in run {
                 let base = i64::try_from(batch.base_offset.get()).unwrap_or(i64::MAX);
-                let mut payload = if base < map_end_i64 {
-                    // A batch it cannot read is kept as it is (see the module doc).
-                    filter::retain_records(&batch.payload, keep)
-                        .ok()
-                        .flatten()
-                        .unwrap_or_else(|| batch.payload.clone())
-                } else {
-                    batch.payload.clone()
-                };
+                let mut payload =
+                    if base < map_end_i64 && !crate::batch::is_transactional(&batch.payload) {
+                        // A batch it cannot read is kept as it is (see the module doc).
+                        filter::retain_records(&batch.payload, keep)
+                            .ok()
+                            .flatten()
+                            .unwrap_or_else(|| batch.payload.clone())
+                    } else {
+                        batch.payload.clone()
+                    };
                 let empty = filter::is_empty(&payload);
                 if empty {
                     let ts = filter::max_timestamp(&payload);

@@ -281,6 +281,25 @@ impl PartitionProducers {
         self.view().last_stable(high)
     }
 
+    /// The producer's epoch here, if it wrote here (in the window read back).
+    pub fn epoch_of(&self, producer_id: i64) -> Option<i16> {
+        self.producers.get(&producer_id).map(|p| p.epoch)
+    }
+
+    /// Records the start of a producer's transaction at `offset` (a batch the broker wrote for
+    /// it, such as TxnOffsetCommit's offsets), unless one is open.
+    pub fn begin_transaction(&mut self, producer_id: i64, epoch: i16, offset: i64) {
+        let p = self.producers.entry(producer_id).or_default();
+        if epoch > p.epoch {
+            p.epoch = epoch;
+            p.batches.clear();
+        }
+        if let std::collections::hash_map::Entry::Vacant(e) = self.open.entry(producer_id) {
+            e.insert(offset);
+            self.publish();
+        }
+    }
+
     /// The first offset of the producer's open transaction here, if any.
     pub fn open_transaction(&self, producer_id: i64) -> Option<i64> {
         self.open.get(&producer_id).copied()

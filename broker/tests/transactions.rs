@@ -439,3 +439,59 @@ fn transactions_span_brokers_and_survive_the_coordinators_failover() {
         sorted(&[&c1, &c2, &c3])
     );
 }
+
+/// InitProducerId for `id` over the raw protocol (v4): (error, producer id, epoch).
+fn init(raw: &mut Raw, id: &str, claimed: (i64, i16)) -> (i16, i64, i16) {
+    use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
+    let request = InitProducerIdRequest::default()
+        .with_transactional_id(Some(TransactionalId(StrBytes::from_string(id.to_string()))))
+        .with_transaction_timeout_ms(60_000)
+        .with_producer_id(ProducerId(claimed.0))
+        .with_producer_epoch(claimed.1);
+    let mut body = raw.request(ApiKey::InitProducerId, 4, &request).unwrap();
+    let r = InitProducerIdResponse::decode(&mut body, 4).unwrap();
+    (r.error_code, r.producer_id.0, r.producer_epoch)
+}
+
+#[test]
+fn a_fenced_producer_cannot_fence_its_successor() {
+    use kafka_protocol::messages::{FindCoordinatorRequest, FindCoordinatorResponse};
+    let dir = tempfile::tempdir().unwrap();
+    let env = [(
+        "WEIR_TRANSACTION_STATE_PARTITIONS".to_string(),
+        "4".to_string(),
+    )];
+    let weir = Process::start_with(dir.path(), &[], &env);
+    let mut raw = Raw::connect_to(weir.kafka);
+    // The first lookup of a transactional id creates __transaction_state.
+    let deadline = Instant::now() + T;
+    loop {
+        let request = FindCoordinatorRequest::default()
+            .with_key_type(1)
+            .with_coordinator_keys(vec![StrBytes::from_static_str("solo")]);
+        let mut body = raw.request(ApiKey::FindCoordinator, 4, &request).unwrap();
+        let r = FindCoordinatorResponse::decode(&mut body, 4).unwrap();
+        if r.coordinators[0].error_code == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no coordinator: {r:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (error, pid, first) = init(&mut raw, "solo", (-1, -1));
+    assert_eq!((error, first), (0, 0));
+    // A new instance starts fresh: the next epoch, the same id.
+    let (error, same, second) = init(&mut raw, "solo", (-1, -1));
+    assert_eq!((error, same, second), (0, pid, 1));
+    // The old instance tries to recover with its own (id, epoch) (KIP-360): it is fenced, and
+    // does not fence the new one.
+    let fenced = kafka_protocol::error::ResponseError::ProducerFenced.code();
+    assert_eq!(init(&mut raw, "solo", (pid, first)).0, fenced);
+    // The current one may bump its own epoch.
+    assert_eq!(init(&mut raw, "solo", (pid, second)), (0, pid, 2));
+    assert_eq!(
+        init(&mut raw, "solo", (pid, second)).0,
+        fenced,
+        "now stale too"
+    );
+    weir.stop();
+}

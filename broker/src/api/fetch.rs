@@ -192,11 +192,17 @@ async fn read_one(
     let stream = &partition.stream;
     let hw = i64::try_from(stream.high_watermark().get()).unwrap_or(i64::MAX);
     let start = i64::try_from(stream.start_offset().get()).unwrap_or(0);
-    // read_uncommitted reports the high watermark as the last stable offset: it does not look at
-    // transactions (and so takes no lock on its path).
     let mut last_stable = hw;
     let mut view = None;
-    if committed {
+    if !committed {
+        // Reported (lag tools read it), from the view if the state is loaded; read_uncommitted
+        // never loads it.
+        let v = node.producers.view(partition.stream.id());
+        let v = v.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if v.is_loaded_for(stream.epoch()) {
+            last_stable = v.last_stable(hw);
+        }
+    } else {
         match crate::producers::view(node, partition).await {
             Ok(v) => {
                 last_stable = v

@@ -106,11 +106,12 @@ pub(crate) fn supported() -> Vec<(ApiKey, VersionRange)> {
         ),
         // Transactions as of KIP-98/KIP-447. The versions that mean transaction version 2
         // (KIP-890: AddPartitionsToTxn 4+ between brokers, EndTxn 5 bumping the epoch at every
-        // end) are not served, so not advertised; clients then use the protocol served here.
+        // end, TxnOffsetCommit 5 adding the partition implicitly, AddOffsetsToTxn 4) are not
+        // served, so not advertised; clients then use the protocol served here.
         (ApiKey::AddPartitionsToTxn, VersionRange { min: 0, max: 3 }),
-        (ApiKey::AddOffsetsToTxn, AddOffsetsToTxnRequest::VERSIONS),
+        (ApiKey::AddOffsetsToTxn, VersionRange { min: 0, max: 3 }),
         (ApiKey::EndTxn, VersionRange { min: 0, max: 4 }),
-        (ApiKey::TxnOffsetCommit, TxnOffsetCommitRequest::VERSIONS),
+        (ApiKey::TxnOffsetCommit, VersionRange { min: 0, max: 4 }),
         (ApiKey::WriteTxnMarkers, WriteTxnMarkersRequest::VERSIONS),
         (
             ApiKey::DescribeTransactions,

@@ -312,18 +312,66 @@ impl Coordinator {
         self.coordinates(node, group)?;
         let partition = log_partition(node, group)?;
         let now = now_ms();
-        let records = offsets
+        let records: Vec<(Bytes, Option<Bytes>)> = offsets
             .iter()
             .map(|((topic, p), c)| offset_record(group, topic, *p, Some(c), now))
             .collect();
-        append_as(&partition, records, Some((producer_id, producer_epoch))).await?;
-        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-        pending
+        let (payload, count) = encode(records, Some((producer_id, producer_epoch)))?;
+        // Under the partition's producer lock, which markers take too: a fenced producer (a
+        // zombie) is refused, and the offsets are pending before any marker can end them.
+        let mut state = crate::producers::locked(node, &partition)
+            .await
+            .map_err(|e| crate::txn::coordinator_code(crate::error::storage_code(&e)))?;
+        if state
+            .epoch_of(producer_id)
+            .is_some_and(|known| producer_epoch < known)
+        {
+            return Err(ResponseError::ProducerFenced.code());
+        }
+        let epoch = partition.leader_epoch;
+        let mut base = 0;
+        let durable = partition
+            .stream
+            .enqueue(count, payload.len(), |b| {
+                base = b.get();
+                batch::assign_offsets(&payload, b.get(), epoch)
+            })
+            .await
+            .map_err(|e| crate::txn::coordinator_code(crate::error::storage_code(&e)))?;
+        state.begin_transaction(
+            producer_id,
+            producer_epoch,
+            i64::try_from(base).unwrap_or(i64::MAX),
+        );
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
             .entry(producer_id)
             .or_default()
             .entry(group.to_string())
             .or_default()
-            .extend(offsets);
+            .extend(offsets.iter().cloned());
+        drop(state);
+        if let Err(e) = durable.wait().await {
+            // Not written: take them back (the producer retries or aborts).
+            if let Some(groups) = self
+                .pending
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get_mut(&producer_id)
+                && let Some(pending) = groups.get_mut(group)
+            {
+                for (tp, _) in &offsets {
+                    pending.remove(tp);
+                }
+            }
+            node.producers
+                .partition(partition.stream.id())
+                .lock()
+                .await
+                .invalidate();
+            return Err(crate::txn::coordinator_code(crate::error::storage_code(&e)));
+        }
         Ok(())
     }
 
@@ -698,6 +746,24 @@ async fn append_as(
     entries: Vec<(Bytes, Option<Bytes>)>,
     producer: Option<(i64, i16)>,
 ) -> Result<(), i16> {
+    let (payload, count) = encode(entries, producer)?;
+    let epoch = partition.leader_epoch;
+    partition
+        .stream
+        .append_with(count, payload.len(), |base| {
+            batch::assign_offsets(&payload, base.get(), epoch)
+        })
+        .await
+        .map_err(|e| crate::error::storage_code(&e))?;
+    Ok(())
+}
+
+/// One batch of internal records (a transactional one when `producer` is `(id, epoch)`) and its
+/// record count.
+fn encode(
+    entries: Vec<(Bytes, Option<Bytes>)>,
+    producer: Option<(i64, i16)>,
+) -> Result<(Bytes, u32), i16> {
     let now = now_ms();
     let records: Vec<Record> = entries
         .into_iter()
@@ -722,17 +788,8 @@ async fn append_as(
         },
     )
     .map_err(|_| ResponseError::UnknownServerError.code())?;
-    let payload = buf.freeze();
     let count = u32::try_from(records.len()).unwrap_or(u32::MAX);
-    let epoch = partition.leader_epoch;
-    partition
-        .stream
-        .append_with(count, payload.len(), |base| {
-            batch::assign_offsets(&payload, base.get(), epoch)
-        })
-        .await
-        .map_err(|e| crate::error::storage_code(&e))?;
-    Ok(())
+    Ok((buf.freeze(), count))
 }
 
 pub(crate) fn now_ms() -> i64 {

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use weir_common::StreamId;
@@ -69,13 +69,21 @@ pub async fn list(
     stream: StreamId,
 ) -> object_store::Result<Vec<Aborted>> {
     let metas: Vec<_> = store.list(Some(&prefix(stream))).try_collect().await?;
-    let mut out = Vec::with_capacity(metas.len());
-    for meta in metas {
-        let bytes = store.get(&meta.location).await?.bytes().await?;
+    // Sixteen GETs at a time.
+    let read: Vec<(Path, Bytes)> = futures::stream::iter(metas)
+        .map(|meta| async move {
+            let bytes = store.get(&meta.location).await?.bytes().await?;
+            Ok::<_, object_store::Error>((meta.location, bytes))
+        })
+        .buffer_unordered(16)
+        .try_collect()
+        .await?;
+    let mut out = Vec::with_capacity(read.len());
+    for (location, bytes) in read {
         match decode(&bytes) {
             Some(a) => out.push(a),
             None => {
-                tracing::warn!(object = %meta.location, "unreadable aborted-transaction entry skipped")
+                tracing::warn!(object = %location, "unreadable aborted-transaction entry skipped")
             }
         }
     }

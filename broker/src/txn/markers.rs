@@ -144,11 +144,24 @@ pub async fn write_local(
     commit: bool,
     coordinator_epoch: i32,
 ) -> Result<(), i16> {
+    let offsets = topic.name == crate::group::OFFSETS_TOPIC;
+    if offsets && !node.groups.is_loaded(index) {
+        // Its groups are being read back: a marker now would reach neither the replay nor the
+        // pending offsets it ends. The coordinator retries.
+        return Err(ResponseError::CoordinatorLoadInProgress.code());
+    }
     let payload = control_batch(producer_id, epoch, commit, coordinator_epoch);
     let stream = partition.stream.clone();
     let mut state = crate::producers::locked(node, &partition)
         .await
         .map_err(|e| storage_code(&e))?;
+    if state
+        .epoch_of(producer_id)
+        .is_some_and(|known| epoch < known)
+    {
+        // A marker from before the producer's current epoch: stale (a deposed coordinator's).
+        return Err(ResponseError::InvalidProducerEpoch.code());
+    }
     let leader_epoch = partition.leader_epoch;
     let mut assigned = 0u64;
     let durable = stream
@@ -182,7 +195,7 @@ pub async fn write_local(
             return Err(ResponseError::KafkaStorageError.code());
         }
     }
-    if topic.name == crate::group::OFFSETS_TOPIC {
+    if offsets {
         node.groups
             .end_transaction(index, topic.partitions.len(), producer_id, commit);
     }

@@ -162,6 +162,22 @@ impl Txn {
     }
 }
 
+/// What a coordinator answers when its log cannot take a write, as Kafka: clients retry these,
+/// finding the coordinator again where it moved (a storage error code would be fatal to them).
+pub(crate) fn coordinator_code(append_error: i16) -> i16 {
+    if append_error == ResponseError::NotLeaderOrFollower.code()
+        || append_error == ResponseError::KafkaStorageError.code()
+    {
+        ResponseError::NotCoordinator.code()
+    } else if append_error == ResponseError::MessageTooLarge.code()
+        || append_error == ResponseError::RecordListTooLarge.code()
+    {
+        ResponseError::UnknownServerError.code()
+    } else {
+        ResponseError::CoordinatorNotAvailable.code()
+    }
+}
+
 /// The error for a producer whose epoch is not the current one: PRODUCER_FENCED from the request
 /// versions that know it (2+), INVALID_PRODUCER_EPOCH before.
 fn fenced(version: i16) -> i16 {
@@ -178,6 +194,8 @@ type Entry = Arc<tokio::sync::Mutex<Option<Txn>>>;
 #[derive(Debug, Default)]
 pub struct Coordinator {
     txns: Mutex<HashMap<String, Entry>>,
+    /// Transactional ids whose decided transaction a task is finishing (one at a time per id).
+    finishing: Mutex<HashSet<String>>,
     /// The `__transaction_state` partitions whose transactions are loaded here.
     loaded: Mutex<HashSet<i32>>,
 }
@@ -286,7 +304,9 @@ impl Coordinator {
         self.coordinates(node, id)?;
         let (partition, _) = log_partition(node, id)?;
         let value = Bytes::from(txn.value().encode_to_vec());
-        group::append(&partition, vec![(key(id), Some(value))]).await
+        group::append(&partition, vec![(key(id), Some(value))])
+            .await
+            .map_err(coordinator_code)
     }
 
     /// InitProducerId with a transactional id: the id's producer id (a new one the first time) at a
@@ -352,6 +372,10 @@ impl Coordinator {
                         }
                         Phase::Empty | Phase::CompleteCommit | Phase::CompleteAbort => {
                             let mut next = self.bump(txn, Phase::Empty, now);
+                            // Only the coordinator's own fencing (a timeout, an abort of what a
+                            // producer left open) leaves the old epoch usable; after a new
+                            // producer's start an older one is fenced for good.
+                            next.last_epoch = -1;
                             next.timeout_ms = timeout_ms;
                             next.started_ms = -1;
                             next.partitions.clear();
@@ -497,6 +521,35 @@ impl Coordinator {
     /// Writes a decided transaction's markers into every partition it wrote to (retrying until
     /// each is durable, while this node coordinates it), then records it complete.
     async fn finish(&self, node: &Node, id: &str, decided: Txn) {
+        if !self
+            .finishing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id.to_string())
+        {
+            return; // another task is on it
+        }
+        self.finish_once(node, id, &decided).await;
+        self.finishing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(id);
+    }
+
+    /// Whether the id's transaction is still `decided` (not finished or replaced meanwhile).
+    async fn still(&self, id: &str, decided: &Txn) -> bool {
+        let Some(entry) = self.existing(id) else {
+            return false;
+        };
+        let guard = entry.lock().await;
+        guard.as_ref().is_some_and(|t| {
+            t.producer_id == decided.producer_id
+                && t.epoch == decided.epoch
+                && t.phase == decided.phase
+        })
+    }
+
+    async fn finish_once(&self, node: &Node, id: &str, decided: &Txn) {
         let commit = decided.phase == Phase::PrepareCommit;
         let coordinator_epoch = log_partition(node, id).map_or(-1, |(p, _)| p.leader_epoch);
         let writes = decided.partitions.iter().map(|(topic, index)| async move {
@@ -518,9 +571,14 @@ impl Coordinator {
                         // Deleted since: nothing to mark.
                         return true;
                     }
+                    Err(code) if code == ResponseError::InvalidProducerEpoch.code() => {
+                        // The partition knows the producer at a later epoch: this transaction
+                        // was ended there already.
+                        return true;
+                    }
                     Err(code) => {
-                        if self.coordinates(node, id).is_err() {
-                            return false; // the new coordinator finishes it
+                        if self.coordinates(node, id).is_err() || !self.still(id, decided).await {
+                            return false; // the new coordinator finishes it, or it is done
                         }
                         tracing::debug!(
                             transactional_id = id,
@@ -572,7 +630,7 @@ impl Coordinator {
                 *guard = Some(done);
             }
             Err(code) => {
-                // Still decided; the next owner, or the next request, completes it.
+                // Still decided: the expiry check finishes it again.
                 tracing::warn!(
                     transactional_id = id,
                     code,
@@ -583,7 +641,8 @@ impl Coordinator {
     }
 
     /// Aborts the open transactions that outlived their timeout, at a bumped epoch so their
-    /// producer is fenced (as Kafka). Called every second.
+    /// producer is fenced (as Kafka), and finishes decided ones nobody is finishing. Called every
+    /// second.
     pub async fn expire(&self, node: &Node) {
         let entries: Vec<(String, Entry)> = self
             .txns
@@ -601,6 +660,17 @@ impl Coordinator {
                 continue;
             };
             let Some(txn) = guard.as_ref() else { continue };
+            if txn.phase.is_prepare() && now - txn.updated_ms > 2_000 {
+                // Decided, and no task finishing it (its completion record failed, say): again.
+                let decided = txn.clone();
+                drop(guard);
+                if let Some(node) = node.me() {
+                    tokio::spawn(async move {
+                        node.transactions.finish(&node, &id, decided).await;
+                    });
+                }
+                continue;
+            }
             if txn.phase != Phase::Ongoing
                 || now - txn.started_ms <= i64::from(txn.timeout_ms)
                 || txn.epoch == i16::MAX
