@@ -85,6 +85,8 @@ pub struct TxnView {
     first_open: Option<i64>,
     /// Aborted transactions by marker offset.
     aborted: BTreeMap<i64, Aborted>,
+    /// Whether a checkpoint of open transactions is kept in the index.
+    checkpointed: bool,
 }
 
 impl TxnView {
@@ -122,6 +124,9 @@ pub struct PartitionProducers {
     open: HashMap<i64, i64>,
     /// The readers' view, updated with every change of the transactions.
     view: SharedView,
+    /// The offset of the checkpoint of open transactions kept in the index, and when it was
+    /// written (`crate::txn::index`).
+    checkpoint: Option<(i64, std::time::Instant)>,
 }
 
 /// The producer fields of one batch header.
@@ -176,27 +181,45 @@ impl PartitionProducers {
         let mut view = self.view_mut();
         view.first_open = self.open.values().copied().min();
         view.loaded_for = self.loaded_for;
+        view.checkpointed = self.checkpoint.is_some();
     }
 
-    /// Rebuilds the state from the stream's last `window` offsets and the aborted transactions
-    /// `indexed` (from the partition's index). Returns the aborted transactions the tail holds, so
-    /// the caller can index those missing (an abort whose index write a crash cut short).
+    /// Rebuilds the state from the stream's last `window` offsets and what the partition's index
+    /// holds: its aborted transactions and, if one is kept, a checkpoint of open transactions (the
+    /// stream is then read from the checkpoint on, if that is earlier). Returns the aborted
+    /// transactions the tail holds, so the caller can index those missing (an abort whose index
+    /// write a crash cut short).
     pub async fn load(
         &mut self,
         stream: &Stream,
         window: u64,
-        indexed: Vec<Aborted>,
+        indexed: crate::txn::index::Listed,
     ) -> Result<Vec<Aborted>, weir_storage::StorageError> {
+        self.loaded_for = None;
         self.producers.clear();
         self.open.clear();
         {
             let mut view = self.view_mut();
             view.loaded_for = None;
-            view.aborted = indexed.into_iter().map(|a| (a.last_offset, a)).collect();
+            view.aborted = indexed
+                .aborted
+                .into_iter()
+                .map(|a| (a.last_offset, a))
+                .collect();
         }
         let mut found = Vec::new();
         let end = stream.high_watermark().get();
-        let start = stream.start_offset().get().max(end.saturating_sub(window));
+        let log_start = stream.start_offset().get();
+        let mut start = log_start.max(end.saturating_sub(window));
+        let mut checkpoint = indexed
+            .open
+            .filter(|c| u64::try_from(c.at).is_ok_and(|at| at >= log_start && at <= end));
+        self.checkpoint = checkpoint
+            .as_ref()
+            .map(|c| (c.at, std::time::Instant::now()));
+        if let Some(at) = checkpoint.as_ref().and_then(|c| u64::try_from(c.at).ok()) {
+            start = start.min(at);
+        }
         let mut next = Offset(start);
         while next.get() < end {
             let stored = match stream.read(next, 4 << 20).await {
@@ -212,6 +235,13 @@ impl PartitionProducers {
             next = last.end_offset();
             for b in &stored {
                 for batch in batch::producer_batches(&b.payload) {
+                    let offset = match batch {
+                        batch::ProducerBatch::Data { base_offset, .. } => base_offset,
+                        batch::ProducerBatch::Marker { offset, .. } => offset,
+                    };
+                    if let Some(c) = checkpoint.take_if(|c| offset >= c.at) {
+                        self.seed(&c);
+                    }
                     match batch {
                         batch::ProducerBatch::Data { ids, base_offset } => {
                             self.record(ids, base_offset);
@@ -231,11 +261,22 @@ impl PartitionProducers {
                 }
             }
         }
+        if let Some(c) = checkpoint {
+            self.seed(&c);
+        }
         let start = i64::try_from(stream.start_offset().get()).unwrap_or(0);
         self.view_mut().aborted.retain(|last, _| *last >= start);
         self.loaded_for = Some(stream.epoch());
         self.publish();
         Ok(found)
+    }
+
+    /// The transactions a checkpoint found open, as the stream reaches the checkpoint's offset.
+    fn seed(&mut self, checkpoint: &crate::txn::index::OpenCheckpoint) {
+        for (producer_id, first) in &checkpoint.open {
+            self.open.entry(*producer_id).or_insert(*first);
+        }
+        self.publish();
     }
 
     /// Ends the producer's open transaction with the marker at `offset`; returns the aborted
@@ -434,6 +475,16 @@ impl Producers {
         self.entry(stream).1
     }
 
+    /// Every partition with producer state here.
+    fn all(&self) -> Vec<(StreamId, PartitionEntry)> {
+        self.partitions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(id, e)| (*id, e.clone()))
+            .collect()
+    }
+
     fn entry(&self, stream: StreamId) -> PartitionEntry {
         self.partitions
             .lock()
@@ -471,12 +522,13 @@ pub async fn locked(
             source: Arc::new(e),
         }
     };
-    let indexed = crate::txn::index::list(&store, stream.id())
+    let listed = crate::txn::index::list(&store, stream.id())
         .await
         .map_err(store_error("list"))?;
-    let known: std::collections::HashSet<i64> = indexed.iter().map(|a| a.last_offset).collect();
+    let known: std::collections::HashSet<i64> =
+        listed.aborted.iter().map(|a| a.last_offset).collect();
     let found = state
-        .load(stream, node.config.producer_state_window, indexed)
+        .load(stream, node.config.producer_state_window, listed)
         .await?;
     for aborted in found.iter().filter(|a| !known.contains(&a.last_offset)) {
         // An abort whose entry a crash cut short.
@@ -486,6 +538,88 @@ pub async fn locked(
         }
     }
     Ok(state)
+}
+
+/// How often a checkpoint of open transactions at risk is refreshed.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Keeps the checkpoints of open transactions (`crate::txn::index`): for each partition open here
+/// whose oldest open transaction started more than half a `producer_state_window` back (so a
+/// reload of the tail would soon miss it), a checkpoint every few seconds; once none is at risk,
+/// none. Called every second.
+pub async fn keep_checkpoints(node: &crate::node::Node) {
+    let window = i64::try_from(node.config.producer_state_window).unwrap_or(i64::MAX);
+    for (id, (state, view)) in node.producers.all() {
+        let Some(stream) = node.storage.stream(id) else {
+            continue;
+        };
+        let high = i64::try_from(stream.high_watermark().get()).unwrap_or(i64::MAX);
+        let (at_risk, checkpointed) = {
+            let view = view.read().unwrap_or_else(PoisonError::into_inner);
+            if !view.is_loaded_for(stream.epoch()) {
+                continue;
+            }
+            let first = view.first_open;
+            let at_risk = first.is_some_and(|first| first < high.saturating_sub(window / 2));
+            (at_risk, view.checkpointed)
+        };
+        let store = node.storage.object_store();
+        if !at_risk {
+            if checkpointed {
+                // This loop alone writes and deletes checkpoints: no lock needed around the store.
+                match crate::txn::index::delete_open(&store, id, None).await {
+                    Ok(()) => {
+                        let mut state = state.lock().await;
+                        state.checkpoint = None;
+                        state.publish();
+                    }
+                    Err(e) => {
+                        tracing::warn!(stream = %id, error = %e, "open-transaction checkpoint not deleted")
+                    }
+                }
+            }
+            continue;
+        }
+        // What is open as of everything queued so far; written once all of that is durable
+        // (so the checkpoint never describes offsets a crash could still lose).
+        let checkpoint = {
+            let state = state.lock().await;
+            if state
+                .checkpoint
+                .is_some_and(|(_, when)| when.elapsed() < CHECKPOINT_EVERY)
+            {
+                continue;
+            }
+            let at = i64::try_from(stream.next_offset().get()).unwrap_or(i64::MAX);
+            let mut open: Vec<(i64, i64)> = state.open.iter().map(|(p, f)| (*p, *f)).collect();
+            open.sort_unstable();
+            crate::txn::index::OpenCheckpoint { at, open }
+        };
+        let mut watermark = stream.subscribe();
+        let durable = tokio::time::timeout(CHECKPOINT_EVERY, async {
+            while i64::try_from(watermark.borrow_and_update().get()).unwrap_or(0) < checkpoint.at {
+                if watermark.changed().await.is_err() {
+                    return false;
+                }
+            }
+            true
+        })
+        .await;
+        if durable != Ok(true) {
+            continue;
+        }
+        match crate::txn::index::put_open(&store, id, &checkpoint).await {
+            Ok(()) => {
+                tracing::debug!(stream = %id, at = checkpoint.at, open = checkpoint.open.len(), "open transactions checkpointed");
+                let mut state = state.lock().await;
+                state.checkpoint = Some((checkpoint.at, std::time::Instant::now()));
+                state.publish();
+            }
+            Err(e) => {
+                tracing::warn!(stream = %id, error = %e, "open transactions not checkpointed")
+            }
+        }
+    }
 }
 
 /// The readers' view of a partition's transactions, loaded for its current opening (only the

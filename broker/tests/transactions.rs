@@ -495,3 +495,71 @@ fn a_fenced_producer_cannot_fence_its_successor() {
     );
     weir.stop();
 }
+
+/// The open-transaction checkpoint files under a `weir serve` data directory's object store.
+fn checkpoints(dir: &std::path::Path) -> usize {
+    let root = dir.join("objects").join("txn-index");
+    let Ok(streams) = std::fs::read_dir(root) else {
+        return 0;
+    };
+    streams
+        .flatten()
+        .flat_map(|s| std::fs::read_dir(s.path()).into_iter().flatten().flatten())
+        .filter(|f| f.file_name().to_string_lossy().starts_with("open-"))
+        .count()
+}
+
+#[test]
+fn a_transaction_open_longer_than_the_state_window_survives_a_kill9() {
+    let dir = tempfile::tempdir().unwrap();
+    // A window of 20 offsets: the transaction's first records leave it after 20 more appends.
+    let env = [
+        (
+            "WEIR_TRANSACTION_STATE_PARTITIONS".to_string(),
+            "4".to_string(),
+        ),
+        ("WEIR_PRODUCER_STATE_WINDOW".to_string(), "20".to_string()),
+    ];
+    let weir = Process::start_with(dir.path(), &[], &env);
+    let b = weir.kafka.to_string();
+    create_topic(&b, "long", 1);
+    let producer = transactional(&b, "long-app", 120_000);
+    producer.begin_transaction().unwrap();
+    let open = values("t", 2);
+    send(&producer, "long", 1, &open);
+    let plain = values("p", 50);
+    send_plain(&b, "long", 1, &plain);
+    // The owner checkpoints the open transaction once it is at risk of leaving the window.
+    let deadline = Instant::now() + T;
+    while checkpoints(dir.path()) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint of the open transaction"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    weir.kill9();
+    let weir = Process::start_with(dir.path(), &[], &env);
+    let b = weir.kafka.to_string();
+    assert_eq!(
+        read(&b, "long", 1, "read_committed", 1, Duration::from_secs(3)),
+        Vec::<String>::new(),
+        "still open after the restart: nothing past its first record"
+    );
+    // The broker came back on new ports: the application's next producer of the id aborts what
+    // the first left open.
+    drop(producer);
+    let _successor = transactional(&b, "long-app", 120_000);
+    assert_eq!(
+        read(&b, "long", 1, "read_committed", 50, T),
+        sorted(&[&plain])
+    );
+    assert_eq!(read(&b, "long", 1, "read_uncommitted", 52, T).len(), 52);
+    // Nothing open any more: the checkpoint goes.
+    let deadline = Instant::now() + T;
+    while checkpoints(dir.path()) != 0 {
+        assert!(Instant::now() < deadline, "the checkpoint was not deleted");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    weir.stop();
+}

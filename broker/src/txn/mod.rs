@@ -830,7 +830,8 @@ impl Coordinator {
     }
 }
 
-/// Checks the timeouts of the transactions coordinated here every second, until `stop`.
+/// Every second until `stop`: checks the timeouts of the transactions coordinated here, and keeps
+/// the checkpoints of long-open transactions in the partitions open here.
 pub(crate) async fn expire_loop(
     node: std::sync::Weak<Node>,
     mut stop: tokio::sync::watch::Receiver<bool>,
@@ -842,6 +843,7 @@ pub(crate) async fn expire_loop(
         }
         let Some(node) = node.upgrade() else { return };
         node.transactions.expire(&node).await;
+        crate::producers::keep_checkpoints(&node).await;
     }
 }
 
