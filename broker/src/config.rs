@@ -57,6 +57,9 @@ pub struct ServeConfig {
     /// Longest transaction timeout a producer may ask for (Kafka's `transaction.max.timeout.ms`).
     /// Default 15 minutes.
     pub transaction_max_timeout_ms: u64,
+    /// How long a transactional id with no transaction open is remembered after its last use
+    /// (Kafka's `transactional.id.expiration.ms`). Default 7 days.
+    pub transactional_id_expiration_ms: u64,
     /// How long a new consumer group waits for more members before its first assignment (Kafka's
     /// `group.initial.rebalance.delay.ms`). Default 3000 ms.
     pub group_initial_rebalance_delay_ms: u64,
@@ -153,6 +156,7 @@ impl Default for ServeConfig {
             offsets_topic_partitions: 50,
             transaction_state_partitions: 50,
             transaction_max_timeout_ms: 900_000,
+            transactional_id_expiration_ms: 7 * 24 * 3600 * 1000,
             group_initial_rebalance_delay_ms: 3000,
             group_consumer_session_timeout_ms: 45_000,
             group_consumer_heartbeat_interval_ms: 5_000,

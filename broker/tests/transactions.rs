@@ -454,13 +454,19 @@ fn init(raw: &mut Raw, id: &str, claimed: (i64, i16)) -> (i16, i64, i16) {
 }
 
 #[test]
-fn a_fenced_producer_cannot_fence_its_successor() {
+fn a_fenced_producer_cannot_fence_its_successor_and_idle_ids_expire() {
     use kafka_protocol::messages::{FindCoordinatorRequest, FindCoordinatorResponse};
     let dir = tempfile::tempdir().unwrap();
-    let env = [(
-        "WEIR_TRANSACTION_STATE_PARTITIONS".to_string(),
-        "4".to_string(),
-    )];
+    let env = [
+        (
+            "WEIR_TRANSACTION_STATE_PARTITIONS".to_string(),
+            "4".to_string(),
+        ),
+        (
+            "WEIR_TRANSACTIONAL_ID_EXPIRATION_MS".to_string(),
+            "5000".to_string(),
+        ),
+    ];
     let weir = Process::start_with(dir.path(), &[], &env);
     let mut raw = Raw::connect_to(weir.kafka);
     // The first lookup of a transactional id creates __transaction_state.
@@ -493,6 +499,16 @@ fn a_fenced_producer_cannot_fence_its_successor() {
         fenced,
         "now stale too"
     );
+    // Unused for transactional_id_expiration_ms, the id is forgotten.
+    let deadline = Instant::now() + T;
+    let not_found = kafka_protocol::error::ResponseError::TransactionalIdNotFound.code();
+    while describe(weir.kafka, "solo").0 != not_found {
+        assert!(
+            Instant::now() < deadline,
+            "the idle transactional id was not forgotten"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     weir.stop();
 }
 

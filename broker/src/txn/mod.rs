@@ -309,6 +309,15 @@ impl Coordinator {
             .map_err(coordinator_code)
     }
 
+    /// Writes the tombstone of an expired transactional id.
+    async fn forget(&self, node: &Node, id: &str) -> Result<(), i16> {
+        self.coordinates(node, id)?;
+        let (partition, _) = log_partition(node, id)?;
+        group::append(&partition, vec![(key(id), None)])
+            .await
+            .map_err(coordinator_code)
+    }
+
     /// InitProducerId with a transactional id: the id's producer id (a new one the first time) at a
     /// new epoch, which fences every earlier producer of the id. An open transaction is aborted
     /// first. `claimed`: the producer id and epoch a producer re-initialising states (KIP-360).
@@ -641,8 +650,8 @@ impl Coordinator {
     }
 
     /// Aborts the open transactions that outlived their timeout, at a bumped epoch so their
-    /// producer is fenced (as Kafka), and finishes decided ones nobody is finishing. Called every
-    /// second.
+    /// producer is fenced (as Kafka), finishes decided ones nobody is finishing, and forgets ids
+    /// unused for `transactional_id_expiration_ms`. Called every second.
     pub async fn expire(&self, node: &Node) {
         let entries: Vec<(String, Entry)> = self
             .txns
@@ -669,6 +678,27 @@ impl Coordinator {
                         node.transactions.finish(&node, &id, decided).await;
                     });
                 }
+                continue;
+            }
+            let idle = matches!(
+                txn.phase,
+                Phase::Empty | Phase::CompleteCommit | Phase::CompleteAbort
+            );
+            let expiration =
+                i64::try_from(node.config.transactional_id_expiration_ms).unwrap_or(i64::MAX);
+            if idle && now.saturating_sub(txn.updated_ms) > expiration {
+                // Forgotten, as Kafka: a tombstone, then its next producer starts afresh.
+                if let Err(code) = self.forget(node, &id).await {
+                    tracing::warn!(transactional_id = %id, code, "expired transactional id not removed yet");
+                    continue;
+                }
+                *guard = None;
+                drop(guard);
+                self.txns
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&id);
+                tracing::info!(transactional_id = %id, "transactional id expired");
                 continue;
             }
             if txn.phase != Phase::Ongoing
