@@ -223,36 +223,37 @@ pub(super) async fn write_markers(
 ) -> WriteTxnMarkersResponse {
     let mut results = Vec::with_capacity(request.markers.len());
     for marker in request.markers {
+        let m = markers::Marker {
+            producer_id: marker.producer_id.0,
+            epoch: marker.producer_epoch,
+            commit: marker.transaction_result,
+            coordinator_epoch: marker.coordinator_epoch,
+        };
         let mut topics = Vec::with_capacity(marker.topics.len());
         for t in marker.topics {
             let topic = node.topic(&t.name.0);
-            let mut partitions = Vec::with_capacity(t.partition_indexes.len());
-            for index in t.partition_indexes {
-                let code = match topic.as_ref() {
-                    None => ResponseError::UnknownTopicOrPartition.code(),
-                    Some(topic) => match node.partition(topic, index) {
-                        None => node.not_here(topic, index),
-                        Some(partition) => markers::write_local(
-                            node,
-                            topic,
-                            index,
-                            partition,
-                            marker.producer_id.0,
-                            marker.producer_epoch,
-                            marker.transaction_result,
-                            marker.coordinator_epoch,
-                        )
-                        .await
-                        .err()
-                        .unwrap_or(0),
-                    },
-                };
-                partitions.push(
+            // The partitions' markers are written together (they share group commits).
+            let partitions = futures::future::join_all(t.partition_indexes.iter().map(|index| {
+                let topic = topic.as_ref();
+                async move {
+                    let code = match topic {
+                        None => ResponseError::UnknownTopicOrPartition.code(),
+                        Some(topic) => match node.partition(topic, *index) {
+                            None => node.not_here(topic, *index),
+                            Some(partition) => {
+                                markers::write_local(node, topic, *index, partition, m)
+                                    .await
+                                    .err()
+                                    .unwrap_or(0)
+                            }
+                        },
+                    };
                     WritableTxnMarkerPartitionResult::default()
-                        .with_partition_index(index)
-                        .with_error_code(code),
-                );
-            }
+                        .with_partition_index(*index)
+                        .with_error_code(code)
+                }
+            }))
+            .await;
             topics.push(
                 WritableTxnMarkerTopicResult::default()
                     .with_name(t.name)

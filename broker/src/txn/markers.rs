@@ -67,83 +67,148 @@ pub fn control_batch(producer_id: i64, epoch: i16, commit: bool, coordinator_epo
     buf.freeze()
 }
 
-/// Writes the marker of `producer_id`'s transaction into `topic`/`index`, wherever it is led;
-/// durable when it returns Ok. Errors are Kafka codes (UNKNOWN_TOPIC_OR_PARTITION: the partition is
-/// gone, nothing to mark).
-pub async fn write(
+/// The marker of one producer's transaction.
+#[derive(Debug, Clone, Copy)]
+pub struct Marker {
+    pub producer_id: i64,
+    pub epoch: i16,
+    /// Commit (else abort).
+    pub commit: bool,
+    pub coordinator_epoch: i32,
+}
+
+/// Writes a transaction's marker into each of `partitions`, wherever they are led: directly into
+/// those open here, with one WriteTxnMarkers request per other leader for the rest, all at once.
+/// Each partition's result: Ok once its marker is durable, else a Kafka code
+/// (UNKNOWN_TOPIC_OR_PARTITION: the partition is gone, nothing to mark).
+pub async fn write_all(
     node: &Node,
-    topic: &str,
-    index: i32,
-    producer_id: i64,
-    epoch: i16,
-    commit: bool,
-    coordinator_epoch: i32,
-) -> Result<(), i16> {
+    partitions: &std::collections::BTreeSet<(String, i32)>,
+    marker: Marker,
+) -> Vec<((String, i32), Result<(), i16>)> {
     let unknown = ResponseError::UnknownTopicOrPartition.code();
-    let found = node.topic(topic).ok_or(unknown)?;
-    let stream = *found
-        .partitions
-        .get(usize::try_from(index).map_err(|_| unknown)?)
-        .ok_or(unknown)?;
-    if let Some(partition) = node.partition(&found, index) {
-        return write_local(
-            node,
-            &found,
-            index,
-            partition,
-            producer_id,
-            epoch,
-            commit,
-            coordinator_epoch,
-        )
-        .await;
-    }
     let not_leader = ResponseError::NotLeaderOrFollower.code();
-    let leader = node.leader_of(stream).ok_or(not_leader)?;
-    if leader == node.config.node_id {
-        return Err(not_leader); // opening here
+    let mut results = Vec::with_capacity(partitions.len());
+    let mut local = Vec::new();
+    let mut remote: std::collections::BTreeMap<i32, Vec<(String, i32)>> = Default::default();
+    for (topic, index) in partitions {
+        let tp = (topic.clone(), *index);
+        let Some(found) = node.topic(topic) else {
+            results.push((tp, Err(unknown)));
+            continue;
+        };
+        let Some(stream) = usize::try_from(*index)
+            .ok()
+            .and_then(|i| found.partitions.get(i).copied())
+        else {
+            results.push((tp, Err(unknown)));
+            continue;
+        };
+        if let Some(partition) = node.partition(&found, *index) {
+            local.push((tp, found, partition));
+            continue;
+        }
+        match node.leader_of(stream) {
+            // Opening here, or no leader yet.
+            Some(leader) if leader != node.config.node_id => {
+                remote.entry(leader).or_default().push(tp);
+            }
+            _ => results.push((tp, Err(not_leader))),
+        }
     }
-    let marker = WritableTxnMarker::default()
-        .with_producer_id(ProducerId(producer_id))
-        .with_producer_epoch(epoch)
-        .with_transaction_result(commit)
-        .with_coordinator_epoch(coordinator_epoch)
-        .with_topics(vec![
+    let local =
+        futures::future::join_all(local.into_iter().map(|(tp, topic, partition)| async move {
+            let result = write_local(node, &topic, tp.1, partition, marker).await;
+            (tp, result)
+        }));
+    let remote = futures::future::join_all(
+        remote
+            .into_iter()
+            .map(|(leader, tps)| write_remote(node, leader, tps, marker)),
+    );
+    let (local, remote) = futures::future::join(local, remote).await;
+    results.extend(local);
+    results.extend(remote.into_iter().flatten());
+    results
+}
+
+/// One WriteTxnMarkers request to `leader` for all of `partitions`.
+async fn write_remote(
+    node: &Node,
+    leader: i32,
+    partitions: Vec<(String, i32)>,
+    marker: Marker,
+) -> Vec<((String, i32), Result<(), i16>)> {
+    let mut by_topic: std::collections::BTreeMap<&str, Vec<i32>> = Default::default();
+    for (topic, index) in &partitions {
+        by_topic.entry(topic).or_default().push(*index);
+    }
+    let topics = by_topic
+        .into_iter()
+        .map(|(topic, indexes)| {
             WritableTxnMarkerTopic::default()
                 .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-                .with_partition_indexes(vec![index]),
-        ]);
-    let request = WriteTxnMarkersRequest::default().with_markers(vec![marker]);
-    let response = tokio::time::timeout(REMOTE_TIMEOUT, send(node, leader, request))
-        .await
-        .map_err(|_| ResponseError::RequestTimedOut.code())?
-        .map_err(|e| {
-            tracing::debug!(leader, error = %e, "WriteTxnMarkers to another broker failed");
-            ResponseError::NetworkException.code()
-        })?;
-    let code = response
+                .with_partition_indexes(indexes)
+        })
+        .collect();
+    let request = WriteTxnMarkersRequest::default().with_markers(vec![
+        WritableTxnMarker::default()
+            .with_producer_id(ProducerId(marker.producer_id))
+            .with_producer_epoch(marker.epoch)
+            .with_transaction_result(marker.commit)
+            .with_coordinator_epoch(marker.coordinator_epoch)
+            .with_topics(topics),
+    ]);
+    let answer = match tokio::time::timeout(REMOTE_TIMEOUT, send(node, leader, request)).await {
+        Ok(Ok(answer)) => answer,
+        failed => {
+            let code = match failed {
+                Err(_) => ResponseError::RequestTimedOut.code(),
+                Ok(Err(e)) => {
+                    tracing::debug!(leader, error = %e, "WriteTxnMarkers to another broker failed");
+                    ResponseError::NetworkException.code()
+                }
+                Ok(Ok(_)) => unreachable!(),
+            };
+            return partitions.into_iter().map(|tp| (tp, Err(code))).collect();
+        }
+    };
+    let mut codes: std::collections::HashMap<(String, i32), i16> = answer
         .markers
         .iter()
         .flat_map(|m| &m.topics)
-        .flat_map(|t| &t.partitions)
-        .map(|p| p.error_code)
-        .find(|c| *c != 0)
-        .unwrap_or(0);
-    if code == 0 { Ok(()) } else { Err(code) }
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(|p| ((t.name.0.to_string(), p.partition_index), p.error_code))
+        })
+        .collect();
+    partitions
+        .into_iter()
+        .map(|tp| {
+            // A partition the answer leaves out was not marked.
+            let code = codes
+                .remove(&tp)
+                .unwrap_or(ResponseError::UnknownServerError.code());
+            (tp, if code == 0 { Ok(()) } else { Err(code) })
+        })
+        .collect()
 }
 
 /// Writes a marker into a partition open here.
-#[allow(clippy::too_many_arguments)]
 pub async fn write_local(
     node: &Node,
     topic: &Topic,
     index: i32,
     partition: Partition,
-    producer_id: i64,
-    epoch: i16,
-    commit: bool,
-    coordinator_epoch: i32,
+    marker: Marker,
 ) -> Result<(), i16> {
+    let Marker {
+        producer_id,
+        epoch,
+        commit,
+        coordinator_epoch,
+    } = marker;
     let offsets = topic.name == crate::group::OFFSETS_TOPIC;
     if offsets && !node.groups.is_loaded(index) {
         // Its groups are being read back: a marker now would reach neither the replay nor the

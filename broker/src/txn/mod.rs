@@ -561,34 +561,23 @@ impl Coordinator {
     async fn finish_once(&self, node: &Node, id: &str, decided: &Txn) {
         let commit = decided.phase == Phase::PrepareCommit;
         let coordinator_epoch = log_partition(node, id).map_or(-1, |(p, _)| p.leader_epoch);
-        let writes = decided.partitions.iter().map(|(topic, index)| async move {
-            let mut delay = Duration::from_millis(50);
-            loop {
-                match markers::write(
-                    node,
-                    topic,
-                    *index,
-                    decided.producer_id,
-                    decided.epoch,
-                    commit,
-                    coordinator_epoch,
-                )
-                .await
-                {
-                    Ok(()) => return true,
-                    Err(code) if code == ResponseError::UnknownTopicOrPartition.code() => {
-                        // Deleted since: nothing to mark.
-                        return true;
-                    }
-                    Err(code) if code == ResponseError::InvalidProducerEpoch.code() => {
-                        // The partition knows the producer at a later epoch: this transaction
-                        // was ended there already.
-                        return true;
-                    }
+        let mut remaining = decided.partitions.clone();
+        let mut delay = Duration::from_millis(50);
+        loop {
+            let marker = markers::Marker {
+                producer_id: decided.producer_id,
+                epoch: decided.epoch,
+                commit,
+                coordinator_epoch,
+            };
+            for ((topic, index), result) in markers::write_all(node, &remaining, marker).await {
+                let done = match result {
+                    Ok(()) => true,
+                    // Deleted since: nothing to mark.
+                    Err(c) if c == ResponseError::UnknownTopicOrPartition.code() => true,
+                    // The partition knows the producer at a later epoch: ended there already.
+                    Err(c) if c == ResponseError::InvalidProducerEpoch.code() => true,
                     Err(code) => {
-                        if self.coordinates(node, id).is_err() || !self.still(id, decided).await {
-                            return false; // the new coordinator finishes it, or it is done
-                        }
                         tracing::debug!(
                             transactional_id = id,
                             topic,
@@ -596,18 +585,21 @@ impl Coordinator {
                             code,
                             "transaction marker not written yet; retrying"
                         );
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(Duration::from_secs(2));
+                        false
                     }
+                };
+                if done {
+                    remaining.remove(&(topic, index));
                 }
             }
-        });
-        if !futures::future::join_all(writes)
-            .await
-            .into_iter()
-            .all(|ok| ok)
-        {
-            return;
+            if remaining.is_empty() {
+                break;
+            }
+            if self.coordinates(node, id).is_err() || !self.still(id, decided).await {
+                return; // the new coordinator finishes it, or it is done
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(2));
         }
         let Some(entry) = self.existing(id) else {
             return;
