@@ -125,6 +125,9 @@ pub struct ProduceArgs {
     /// Producer instances, each with its own connection and sending thread.
     #[arg(long, default_value_t = 1)]
     pub producers: u32,
+    /// Transactional producers (a `transactional.id` each), committing every this many records.
+    #[arg(long)]
+    pub transaction_records: Option<u64>,
     #[command(flatten)]
     pub with: WithLimits,
 }

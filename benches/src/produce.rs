@@ -42,6 +42,8 @@ pub struct ProduceSettings {
     pub duration_s: Option<f64>,
     /// The `-X` overrides, as `key=value`.
     pub overrides: Vec<String>,
+    /// Records per transaction, for transactional producers.
+    pub transaction_records: Option<u64>,
 }
 
 impl ProduceSettings {
@@ -75,6 +77,7 @@ impl ProduceSettings {
                 .iter()
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect(),
+            transaction_records: None,
         }
     }
 }
@@ -156,12 +159,24 @@ pub fn run(
     let origin = Instant::now();
     let record_bytes = args.producer.record_size as u64;
     let producers = (0..args.producers)
-        .map(|_| {
+        .map(|index| {
             let context = DeliveryContext::new(origin, record_bytes, Arc::clone(&counters));
-            ThreadedProducer::from_config_and_context(&config, context)
-                .map_err(|e| BenchError::kafka("cannot create a producer", e))
+            let mut config = config.clone();
+            if args.transaction_records.is_some() {
+                let id = format!("weir-bench-{}-{index}", std::process::id());
+                config.set("transactional.id", id);
+            }
+            let producer: ThreadedProducer<DeliveryContext> =
+                ThreadedProducer::from_config_and_context(&config, context)
+                    .map_err(|e| BenchError::kafka("cannot create a producer", e))?;
+            if args.transaction_records.is_some() {
+                producer
+                    .init_transactions(TRANSACTION_TIMEOUT)
+                    .map_err(|e| BenchError::kafka("cannot start a transactional producer", e))?;
+            }
+            Ok(producer)
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, BenchError>>()?;
 
     let progress = Progress::start("produce", Arc::clone(&counters), show_progress);
     let start_ns = crate::load::ns_since(origin);
@@ -183,9 +198,15 @@ pub fn run(
                 };
                 let topic = args.topic.as_str();
                 let record_size = args.producer.record_size;
+                let per_transaction = args.transaction_records;
                 scope.spawn(move || {
                     let mut payload = make_payload(record_size, u64::from(index) + 1);
-                    send_loop(producer, topic, &mut payload, plan, origin, |_, _| {})
+                    match per_transaction {
+                        None => send_loop(producer, topic, &mut payload, plan, origin, |_, _| {}),
+                        Some(n) => {
+                            send_in_transactions(producer, topic, &mut payload, plan, n, origin)
+                        }
+                    }
                 })
             })
             .collect();
@@ -227,6 +248,42 @@ pub fn run(
     })
 }
 
+/// How long a transactional producer's init and commit may take.
+const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// [`send_loop`] in transactions of `per_transaction` records, each committed before the next
+/// begins (the commit waits for its records' acknowledgements).
+fn send_in_transactions(
+    producer: &ThreadedProducer<DeliveryContext>,
+    topic: &str,
+    payload: &mut [u8],
+    plan: SendPlan,
+    per_transaction: u64,
+    origin: Instant,
+) -> Result<u64, BenchError> {
+    let mut sent = 0u64;
+    let per_transaction = per_transaction.max(1);
+    while !plan.count.is_some_and(|c| sent >= c) && !plan.until.is_some_and(|u| Instant::now() >= u)
+    {
+        producer
+            .begin_transaction()
+            .map_err(|e| BenchError::kafka("cannot begin a transaction", e))?;
+        let chunk = SendPlan {
+            count: Some(
+                plan.count
+                    .map_or(per_transaction, |c| per_transaction.min(c - sent)),
+            ),
+            until: None,
+            rate: plan.rate,
+        };
+        sent += send_loop(producer, topic, payload, chunk, origin, |_, _| {})?;
+        producer
+            .commit_transaction(TRANSACTION_TIMEOUT)
+            .map_err(|e| BenchError::kafka("cannot commit a transaction", e))?;
+    }
+    Ok(sent)
+}
+
 /// Waits for outstanding deliveries; returns how many records are still in flight after
 /// [`FLUSH_TIMEOUT`].
 fn flush_all(producers: &[ThreadedProducer<DeliveryContext>]) -> u64 {
@@ -243,16 +300,19 @@ fn flush_all(producers: &[ThreadedProducer<DeliveryContext>]) -> u64 {
 }
 
 fn settings(args: &ProduceArgs, partitions: i32) -> ProduceSettings {
-    ProduceSettings::new(
-        &args.kafka,
-        &args.topic,
-        partitions,
-        &args.producer,
-        ProducerTuning::new(&args.kafka, &args.producer, DEFAULT_LINGER_MS),
-        args.producers,
-        args.rate,
-        &args.length,
-    )
+    ProduceSettings {
+        transaction_records: args.transaction_records,
+        ..ProduceSettings::new(
+            &args.kafka,
+            &args.topic,
+            partitions,
+            &args.producer,
+            ProducerTuning::new(&args.kafka, &args.producer, DEFAULT_LINGER_MS),
+            args.producers,
+            args.rate,
+            &args.length,
+        )
+    }
 }
 
 impl ProduceReport {
@@ -318,6 +378,9 @@ pub fn settings_line(s: &ProduceSettings) -> String {
     );
     for o in &s.overrides {
         line.push_str(&format!(", {o}"));
+    }
+    if let Some(n) = s.transaction_records {
+        line.push_str(&format!(", transactions of {n} records"));
     }
     line
 }
