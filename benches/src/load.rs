@@ -112,7 +112,7 @@ pub struct SendPlan {
 }
 
 impl SendPlan {
-    fn done(&self, sent: u64) -> bool {
+    pub(crate) fn done(&self, sent: u64) -> bool {
         self.count.is_some_and(|count| sent >= count)
             || self.until.is_some_and(|until| Instant::now() >= until)
     }

@@ -263,8 +263,7 @@ fn send_in_transactions(
 ) -> Result<u64, BenchError> {
     let mut sent = 0u64;
     let per_transaction = per_transaction.max(1);
-    while !plan.count.is_some_and(|c| sent >= c) && !plan.until.is_some_and(|u| Instant::now() >= u)
-    {
+    while !plan.done(sent) {
         producer
             .begin_transaction()
             .map_err(|e| BenchError::kafka("cannot begin a transaction", e))?;
