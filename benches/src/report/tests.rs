@@ -46,6 +46,7 @@ fn produce_report() -> ProduceReport {
             count: Some(100_000),
             duration_s: None,
             overrides: vec!["linger.ms=7".to_owned()],
+            transaction_records: None,
         },
         sent: 100_000,
         failed: 0,
