@@ -165,6 +165,7 @@ pub fn run(
             if args.transaction_records.is_some() {
                 let id = format!("weir-bench-{}-{index}", std::process::id());
                 config.set("transactional.id", id);
+                config.set("enable.idempotence", "true");
             }
             let producer: ThreadedProducer<DeliveryContext> =
                 ThreadedProducer::from_config_and_context(&config, context)
@@ -276,6 +277,13 @@ fn send_in_transactions(
             rate: plan.rate,
         };
         sent += send_loop(producer, topic, payload, chunk, origin, |_, _| {})?;
+        // Delivered first, waited for here: the client library's flush polls in steps of 100 ms
+        // while this producer's own thread takes the acknowledgements, which would make every
+        // commit take 100 ms whatever the broker does.
+        let deadline = Instant::now() + TRANSACTION_TIMEOUT;
+        while producer.in_flight_count() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_micros(200));
+        }
         producer
             .commit_transaction(TRANSACTION_TIMEOUT)
             .map_err(|e| BenchError::kafka("cannot commit a transaction", e))?;
