@@ -19,6 +19,11 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     /// Address clients are told to connect to (`host:port`). Default: the listen address.
     pub advertised_listener: Option<String>,
+    /// Kafka listeners, each with its own security protocol (`[[listeners]]`). Empty (the
+    /// default): one PLAINTEXT listener on `listen`, advertised as `advertised_listener`.
+    pub listeners: Vec<ListenerConfig>,
+    /// Certificate and key of the SSL and SASL_SSL listeners (`[tls]`).
+    pub tls: TlsConfig,
     /// Admin HTTP listener (health, metrics). Default `127.0.0.1:9644`.
     pub admin_listen: SocketAddr,
     /// Where the WAL (`wal/`) lives, and the object store (`objects/`) unless `object_store` is set.
@@ -99,6 +104,55 @@ pub struct ServeConfig {
     pub dispatcher: weir_dispatcher::DispatcherConfig,
 }
 
+/// One Kafka listener (`[[listeners]]`), as Kafka's `listeners` and
+/// `listener.security.protocol.map` together.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// A name for logs and errors (`INTERNAL`, `EXTERNAL`, ...).
+    pub name: String,
+    /// Where it listens (`host:port`; port 0 picks a free one).
+    pub address: SocketAddr,
+    /// Where clients of this listener are told to connect (`host:port`). Default: the bound
+    /// address.
+    #[serde(default)]
+    pub advertised: Option<String>,
+    /// PLAINTEXT (the default) or SSL (TLS with the `[tls]` certificate).
+    #[serde(default)]
+    pub security_protocol: SecurityProtocol,
+}
+
+/// A listener's security protocol, by Kafka's names.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SecurityProtocol {
+    #[default]
+    Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    /// Whether connections are TLS.
+    pub fn is_tls(self) -> bool {
+        matches!(self, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl)
+    }
+}
+
+/// TLS settings shared by the SSL listeners (`[tls]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The server's certificate chain, PEM.
+    pub cert_path: Option<PathBuf>,
+    /// The server's private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key_path: Option<PathBuf>,
+    /// Client certificates must be signed by one of these CAs (PEM); without it clients are not
+    /// asked for one. With it, a client's certificate subject is its principal (`User:CN=...`).
+    pub client_ca_path: Option<PathBuf>,
+}
+
 /// Settings of a broker in a cluster (`weir broker`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -141,6 +195,8 @@ impl Default for ServeConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 9092)),
             advertised_listener: None,
+            listeners: Vec::new(),
+            tls: TlsConfig::default(),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9644)),
             data_dir: PathBuf::from("./weir-data"),
             object_store: None,
@@ -266,6 +322,33 @@ impl ServeConfig {
         if self.max_in_flight_bytes == 0 {
             anyhow::bail!("invalid setting max_in_flight_bytes: must be positive");
         }
+        let mut names = std::collections::HashSet::new();
+        for l in &self.listeners {
+            if !names.insert(l.name.as_str()) {
+                anyhow::bail!(
+                    "invalid setting listeners: the name {:?} is used twice",
+                    l.name
+                );
+            }
+            if matches!(
+                l.security_protocol,
+                SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+            ) {
+                anyhow::bail!(
+                    "invalid setting listeners.security_protocol of listener {:?}: SASL is not served yet; use PLAINTEXT or SSL",
+                    l.name
+                );
+            }
+            if l.security_protocol.is_tls()
+                && (self.tls.cert_path.is_none() || self.tls.key_path.is_none())
+            {
+                anyhow::bail!(
+                    "invalid setting tls.cert_path / tls.key_path: listener {:?} is {:?} and needs both",
+                    l.name,
+                    l.security_protocol
+                );
+            }
+        }
         Ok(())
     }
 }
@@ -278,6 +361,9 @@ fn is_known(known: &toml::Table, keys: &[String]) -> bool {
             known.contains_key(key)
                 || [
                     "advertised_listener",
+                    "cert_path",
+                    "key_path",
+                    "client_ca_path",
                     "object_store",
                     "advertised_rpc",
                     "wal_dir",

@@ -23,9 +23,9 @@ use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
-use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::io::{
+    AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter, ReadHalf, WriteHalf,
+};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::api;
@@ -40,10 +40,46 @@ enum Outcome {
     Later(BoxFuture<'static, Outcome>),
 }
 
-/// Serves a connection until the client leaves or sends something unparseable.
-pub(crate) async fn serve(node: Arc<Node>, socket: TcpStream, peer: SocketAddr) {
-    let _ = socket.set_nodelay(true);
-    let (reader, writer) = socket.into_split();
+/// A Kafka listener as its connections see it.
+pub(crate) struct Listener {
+    /// Its name (`[[listeners]]`).
+    pub(crate) name: String,
+    /// Where its clients are told to connect.
+    pub(crate) advertised: (String, i32),
+    /// Set for SSL listeners.
+    pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener")
+            .field("name", &self.name)
+            .field("advertised", &self.advertised)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+/// Serves a connection (TCP, or TLS over it) until the client leaves or sends something
+/// unparseable. Metadata and the other answers naming brokers give the addresses of the listener
+/// it came in through.
+pub(crate) async fn serve<S>(node: Arc<Node>, socket: S, peer: SocketAddr, listener: Arc<Listener>)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    crate::node::ADVERTISED
+        .scope(
+            listener.advertised.clone(),
+            serve_stream(node, socket, peer),
+        )
+        .await;
+}
+
+async fn serve_stream<S>(node: Arc<Node>, socket: S, peer: SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (reader, writer) = tokio::io::split(socket);
     let queue = usize::try_from(node.config.max_in_flight_requests).unwrap_or(1024);
     let (tx, mut rx) = mpsc::channel::<Frame>(queue);
     let budget = Arc::new(Semaphore::new(
@@ -111,8 +147,8 @@ fn is_produce(frame: &[u8]) -> bool {
 }
 
 /// Writes one outcome; false when the connection must end.
-async fn respond(
-    writer: &mut BufWriter<tokio::net::tcp::OwnedWriteHalf>,
+async fn respond<S: AsyncWrite>(
+    writer: &mut BufWriter<WriteHalf<S>>,
     peer: SocketAddr,
     outcome: Outcome,
 ) -> bool {
@@ -149,8 +185,8 @@ struct Frame {
     room: OwnedSemaphorePermit,
 }
 
-async fn read_frames(
-    mut reader: OwnedReadHalf,
+async fn read_frames<S: AsyncRead>(
+    mut reader: ReadHalf<S>,
     tx: mpsc::Sender<Frame>,
     max_frame: u32,
     budget: Arc<Semaphore>,

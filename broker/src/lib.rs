@@ -30,6 +30,7 @@ pub mod node;
 pub mod producers;
 mod retention;
 pub mod server;
+pub mod tls;
 pub mod topic_config;
 pub mod txn;
 

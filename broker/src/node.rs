@@ -12,6 +12,19 @@ use weir_storage::{Storage, StorageError, Stream};
 use crate::config::ServeConfig;
 use crate::metadata::Metadata;
 
+tokio::task_local! {
+    /// The advertised `(host, port)` of the listener the request being served came in through
+    /// (set by the connection). In `weir serve` this node's address in answers is that one.
+    pub static ADVERTISED: (String, i32);
+}
+
+/// This node's advertised address for the request being served.
+fn advertised_here(config: &ServeConfig) -> (String, i32) {
+    ADVERTISED
+        .try_with(Clone::clone)
+        .unwrap_or_else(|_| config.advertised())
+}
+
 /// One broker node.
 #[derive(Debug)]
 pub struct Node {
@@ -166,7 +179,7 @@ impl Node {
     /// the live registered brokers in a cluster.
     pub fn brokers(&self) -> Vec<(i32, String, i32)> {
         if !self.controller.is_cluster() {
-            let (host, port) = self.config.advertised();
+            let (host, port) = advertised_here(&self.config);
             return vec![(self.config.node_id, host, port)];
         }
         self.controller.read(|s| {
@@ -187,7 +200,7 @@ impl Node {
     /// The broker `(host, port)` of a node id, if it is registered (fenced or not).
     pub fn broker_address(&self, node_id: i32) -> Option<(String, i32)> {
         if !self.controller.is_cluster() {
-            return (node_id == self.config.node_id).then(|| self.config.advertised());
+            return (node_id == self.config.node_id).then(|| advertised_here(&self.config));
         }
         let id = u32::try_from(node_id).ok()?;
         self.controller.read(|s| {

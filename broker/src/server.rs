@@ -36,6 +36,7 @@ use crate::node::Node;
 pub struct Server {
     node: Arc<Node>,
     kafka_addr: SocketAddr,
+    kafka_addrs: Vec<SocketAddr>,
     admin_addr: SocketAddr,
     rpc_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
@@ -102,17 +103,59 @@ async fn open_wal(
     })
 }
 
-/// Binds the Kafka listener and fills in the advertised address (the bound one by default: port 0
-/// means any free port).
-async fn bind_kafka(config: &mut ServeConfig) -> anyhow::Result<(TcpListener, SocketAddr)> {
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let kafka_addr = listener.local_addr()?;
-    if config.advertised_listener.is_none() {
-        config.advertised_listener = Some(kafka_addr.to_string());
+/// A Kafka listener, bound.
+struct Bound {
+    socket: TcpListener,
+    listener: Arc<crate::connection::Listener>,
+}
+
+/// Binds the Kafka listeners (`[[listeners]]`, or one PLAINTEXT listener on `listen`), and fills
+/// in `advertised_listener` with the first one's advertised address (the bound one by default:
+/// port 0 means any free port). Returns them and the first one's bound address.
+async fn bind_kafka(config: &mut ServeConfig) -> anyhow::Result<(Vec<Bound>, SocketAddr)> {
+    use crate::config::{ListenerConfig, SecurityProtocol};
+    let specs = if config.listeners.is_empty() {
+        vec![ListenerConfig {
+            name: "PLAINTEXT".to_string(),
+            address: config.listen,
+            advertised: config.advertised_listener.clone(),
+            security_protocol: SecurityProtocol::Plaintext,
+        }]
+    } else {
+        config.listeners.clone()
+    };
+    let acceptor = if specs.iter().any(|l| l.security_protocol.is_tls()) {
+        Some(crate::tls::acceptor(&config.tls)?)
+    } else {
+        None
+    };
+    let mut bound = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let socket = TcpListener::bind(spec.address).await.with_context(|| {
+            format!("cannot listen on {} (listener {})", spec.address, spec.name)
+        })?;
+        let addr = socket.local_addr()?;
+        let advertised = spec
+            .advertised
+            .as_deref()
+            .and_then(|a| a.rsplit_once(':'))
+            .and_then(|(host, port)| Some((host.to_string(), port.parse().ok()?)))
+            .unwrap_or_else(|| (addr.ip().to_string(), i32::from(addr.port())));
+        tracing::info!(listener = %spec.name, %addr, protocol = ?spec.security_protocol, "Kafka listener bound");
+        bound.push(Bound {
+            socket,
+            listener: Arc::new(crate::connection::Listener {
+                name: spec.name,
+                advertised,
+                tls: acceptor.clone().filter(|_| spec.security_protocol.is_tls()),
+            }),
+        });
     }
-    Ok((listener, kafka_addr))
+    let first = bound.first().context("no Kafka listener")?;
+    let kafka_addr = first.socket.local_addr()?;
+    let (host, port) = &first.listener.advertised;
+    config.advertised_listener = Some(format!("{host}:{port}"));
+    Ok((bound, kafka_addr))
 }
 
 impl Server {
@@ -366,7 +409,7 @@ impl Server {
     /// Starts the admin listener, housekeeping and the Kafka accept loop.
     async fn serve(
         node: Arc<Node>,
-        listener: TcpListener,
+        listener: Vec<Bound>,
         kafka_addr: SocketAddr,
         rpc_addr: Option<SocketAddr>,
         cluster: Vec<tokio::task::JoinHandle<()>>,
@@ -400,11 +443,16 @@ impl Server {
             Arc::downgrade(&node),
             stopped.clone(),
         ));
+        let kafka_addrs = listener
+            .iter()
+            .filter_map(|b| b.socket.local_addr().ok())
+            .collect();
         let accept = tokio::spawn(accept_loop(listener, node.clone(), stopped));
         tracing::info!(%kafka_addr, %admin_addr, ?rpc_addr, data_dir = %config.data_dir.display(), "weir serving");
         Ok(Server {
             node,
             kafka_addr,
+            kafka_addrs,
             admin_addr,
             rpc_addr,
             stop,
@@ -446,6 +494,11 @@ impl Server {
     /// Where the Kafka listener is bound.
     pub fn kafka_addr(&self) -> SocketAddr {
         self.kafka_addr
+    }
+
+    /// Where every Kafka listener is bound, in `[[listeners]]` order.
+    pub fn kafka_addrs(&self) -> Vec<SocketAddr> {
+        self.kafka_addrs.clone()
     }
 
     /// Where the admin HTTP listener is bound.
@@ -520,37 +573,79 @@ async fn cluster_id(store: &Arc<dyn ObjectStore>) -> anyhow::Result<String> {
 }
 
 async fn accept_loop(
-    listener: TcpListener,
+    listeners: Vec<Bound>,
     node: Arc<Node>,
     mut stop: watch::Receiver<bool>,
 ) -> JoinSet<()> {
     let limit = Arc::new(Semaphore::new(
         usize::try_from(node.config.max_connections).unwrap_or(10_000),
     ));
+    // Each listener accepts on its own task; connections are served from one set.
+    let (accepted_tx, mut accepted) = tokio::sync::mpsc::channel(64);
+    for bound in listeners {
+        let tx = accepted_tx.clone();
+        let mut stop = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    got = bound.socket.accept() => match got {
+                        Ok((socket, peer)) => {
+                            if tx.send((socket, peer, bound.listener.clone())).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => tracing::warn!(listener = %bound.listener.name, error = %e, "accept failed"),
+                    },
+                }
+            }
+        });
+    }
+    drop(accepted_tx);
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             _ = stop.changed() => return connections,
-            accepted = listener.accept() => {
-                let (socket, peer) = match accepted {
-                    Ok(x) => x,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        continue;
-                    }
-                };
+            got = accepted.recv() => {
+                let Some((socket, peer, listener)) = got else { return connections };
                 let Ok(permit) = limit.clone().try_acquire_owned() else {
                     tracing::warn!(%peer, "connection limit reached; refusing");
                     continue;
                 };
                 let node = node.clone();
                 connections.spawn(async move {
-                    connection::serve(node, socket, peer).await;
+                    serve_connection(node, socket, peer, listener).await;
                     drop(permit);
                 });
                 // Reap finished connections so the set does not grow without bound.
                 while connections.try_join_next().is_some() {}
             }
+        }
+    }
+}
+
+/// How long a client may take over its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves one accepted connection: over TLS on an SSL listener (a client that does not complete
+/// the handshake, a plaintext one say, is dropped), as it is otherwise.
+async fn serve_connection(
+    node: Arc<Node>,
+    socket: tokio::net::TcpStream,
+    peer: SocketAddr,
+    listener: Arc<crate::connection::Listener>,
+) {
+    let _ = socket.set_nodelay(true);
+    let Some(acceptor) = listener.tls.clone() else {
+        return connection::serve(node, socket, peer, listener).await;
+    };
+    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await {
+        Ok(Ok(tls)) => connection::serve(node, tls, peer, listener).await,
+        Ok(Err(e)) => {
+            tracing::info!(%peer, listener = %listener.name, error = %e, "TLS handshake failed; connection closed");
+        }
+        Err(_) => {
+            tracing::info!(%peer, listener = %listener.name, "TLS handshake timed out; connection closed");
         }
     }
 }
