@@ -64,6 +64,8 @@ pub struct Summary {
     pub batches: usize,
     /// Largest `maxTimestamp` of the batches.
     pub max_timestamp: i64,
+    /// Records in the largest batch (by record count).
+    pub largest_batch_records: u32,
 }
 
 fn i32_at(b: &[u8], at: usize) -> i32 {
@@ -84,6 +86,7 @@ pub fn validate(payload: &[u8], max_batch_bytes: usize) -> Result<Summary, Batch
         offsets: 0,
         batches: 0,
         max_timestamp: -1,
+        largest_batch_records: 0,
     };
     if payload.is_empty() {
         return Err(corrupt(0, "no record batch".into()));
@@ -150,6 +153,7 @@ pub fn validate(payload: &[u8], max_batch_bytes: usize) -> Result<Summary, Batch
             .checked_add(offsets)
             .ok_or_else(|| corrupt(at, "too many records".into()))?;
         summary.batches += 1;
+        summary.largest_batch_records = summary.largest_batch_records.max(offsets);
         summary.max_timestamp = summary.max_timestamp.max(i64_at(rest, 35));
         at += size;
     }

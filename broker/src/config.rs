@@ -43,6 +43,18 @@ pub struct ServeConfig {
     pub max_frame_bytes: u32,
     /// Most simultaneous client connections. Default 10000.
     pub max_connections: u32,
+    /// Connections at once from one IP address (Kafka's `max.connections.per.ip`); more are closed
+    /// as they arrive. Default 1000.
+    pub max_connections_per_ip: u32,
+    /// A connection with no request for this long is closed (Kafka's `connections.max.idle.ms`).
+    /// Default 600000 (10 minutes).
+    pub connections_max_idle_ms: u64,
+    /// Once a request's length has arrived, the rest of it must within this time, or the
+    /// connection is closed (a client trickling bytes holds no memory for long). Default 30000.
+    pub request_read_timeout_ms: u64,
+    /// Records one batch may hold; a batch claiming more is refused (INVALID_RECORD): its offsets
+    /// would be taken from the partition however few records it really holds. Default 1000000.
+    pub max_records_per_batch: u32,
     /// Requests read ahead or waiting for durability, per connection. Default 1024: librdkafka
     /// sends one Produce request per partition, and with the object WAL a connection serves at
     /// most this many per flush interval.
@@ -205,6 +217,10 @@ impl Default for ServeConfig {
             default_partitions: 1,
             max_frame_bytes: 100 << 20,
             max_connections: 10_000,
+            max_connections_per_ip: 1000,
+            connections_max_idle_ms: 600_000,
+            request_read_timeout_ms: 30_000,
+            max_records_per_batch: 1_000_000,
             max_in_flight_requests: 1024,
             max_in_flight_bytes: 64 << 20,
             producer_state_window: 100_000,
@@ -321,6 +337,22 @@ impl ServeConfig {
         }
         if self.max_in_flight_bytes == 0 {
             anyhow::bail!("invalid setting max_in_flight_bytes: must be positive");
+        }
+        for (key, value) in [
+            (
+                "max_connections_per_ip",
+                u64::from(self.max_connections_per_ip),
+            ),
+            ("connections_max_idle_ms", self.connections_max_idle_ms),
+            ("request_read_timeout_ms", self.request_read_timeout_ms),
+            (
+                "max_records_per_batch",
+                u64::from(self.max_records_per_batch),
+            ),
+        ] {
+            if value == 0 {
+                anyhow::bail!("invalid setting {key}: must be positive");
+            }
         }
         let mut names = std::collections::HashSet::new();
         for l in &self.listeners {

@@ -85,14 +85,13 @@ where
     let budget = Arc::new(Semaphore::new(
         usize::try_from(node.config.max_in_flight_bytes).unwrap_or(usize::MAX >> 4),
     ));
-    let reader = tokio::spawn(read_frames(
-        reader,
-        tx,
-        node.config.max_frame_bytes,
-        budget,
-        node.config.max_in_flight_bytes,
-        peer,
-    ));
+    let limits = ReadLimits {
+        max_frame: node.config.max_frame_bytes,
+        max_in_flight_bytes: node.config.max_in_flight_bytes,
+        idle: std::time::Duration::from_millis(node.config.connections_max_idle_ms),
+        read: std::time::Duration::from_millis(node.config.request_read_timeout_ms),
+    };
+    let reader = tokio::spawn(read_frames(reader, tx, budget, limits, peer));
     let mut writer = BufWriter::new(writer);
     let client = api::Client { peer };
     // Produce requests waiting for durability, in request order.
@@ -185,18 +184,37 @@ struct Frame {
     room: OwnedSemaphorePermit,
 }
 
+/// How much and how slowly a connection may send.
+#[derive(Debug, Clone, Copy)]
+struct ReadLimits {
+    max_frame: u32,
+    max_in_flight_bytes: u32,
+    /// Longest wait for the next request.
+    idle: std::time::Duration,
+    /// Longest wait for the rest of a request once its length arrived.
+    read: std::time::Duration,
+}
+
 async fn read_frames<S: AsyncRead>(
     mut reader: ReadHalf<S>,
     tx: mpsc::Sender<Frame>,
-    max_frame: u32,
     budget: Arc<Semaphore>,
-    max_in_flight_bytes: u32,
+    limits: ReadLimits,
     peer: SocketAddr,
 ) {
+    let ReadLimits {
+        max_frame,
+        max_in_flight_bytes,
+        ..
+    } = limits;
     loop {
-        let len = match reader.read_u32().await {
-            Ok(len) => len,
-            Err(_) => return, // closed
+        let len = match tokio::time::timeout(limits.idle, reader.read_u32()).await {
+            Ok(Ok(len)) => len,
+            Ok(Err(_)) => return, // closed
+            Err(_) => {
+                tracing::info!(%peer, idle_ms = limits.idle.as_millis(), "idle connection closed");
+                return;
+            }
         };
         if len > max_frame {
             tracing::warn!(%peer, len, max_frame, "request frame too large; closing connection");
@@ -211,9 +229,16 @@ async fn read_frames<S: AsyncRead>(
             return;
         };
         let mut frame = BytesMut::zeroed(len as usize);
-        if reader.read_exact(&mut frame).await.is_err() {
-            tracing::debug!(%peer, len, "connection closed mid-frame");
-            return;
+        match tokio::time::timeout(limits.read, reader.read_exact(&mut frame)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => {
+                tracing::debug!(%peer, len, "connection closed mid-frame");
+                return;
+            }
+            Err(_) => {
+                tracing::info!(%peer, len, "request not received in request_read_timeout_ms; connection closed");
+                return;
+            }
         }
         let frame = Frame {
             bytes: frame.freeze(),

@@ -602,6 +602,7 @@ async fn accept_loop(
         });
     }
     drop(accepted_tx);
+    let per_ip = PerIp::new(node.config.max_connections_per_ip);
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -612,13 +613,73 @@ async fn accept_loop(
                     tracing::warn!(%peer, "connection limit reached; refusing");
                     continue;
                 };
+                let Some(ip_slot) = per_ip.take(peer.ip()) else {
+                    tracing::warn!(%peer, limit = node.config.max_connections_per_ip, "max_connections_per_ip reached; refusing");
+                    continue;
+                };
                 let node = node.clone();
                 connections.spawn(async move {
                     serve_connection(node, socket, peer, listener).await;
+                    drop(ip_slot);
                     drop(permit);
                 });
                 // Reap finished connections so the set does not grow without bound.
                 while connections.try_join_next().is_some() {}
+            }
+        }
+    }
+}
+
+/// Connections open per client IP address, bounded by `max_connections_per_ip`.
+#[derive(Debug, Clone)]
+struct PerIp {
+    open: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, u32>>>,
+    max: u32,
+}
+
+/// One connection's place in [`PerIp`], given back when dropped.
+struct IpSlot {
+    counts: PerIp,
+    ip: std::net::IpAddr,
+}
+
+impl PerIp {
+    fn new(max: u32) -> PerIp {
+        PerIp {
+            open: Arc::default(),
+            max,
+        }
+    }
+
+    /// A place for one more connection from `ip`, if it has fewer than the maximum open.
+    fn take(&self, ip: std::net::IpAddr) -> Option<IpSlot> {
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = open.entry(ip).or_default();
+        if *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(IpSlot {
+            counts: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut open = self
+            .counts
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.ip);
             }
         }
     }

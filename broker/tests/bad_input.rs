@@ -208,3 +208,73 @@ async fn bad_batches_get_kafka_error_codes_and_nothing_is_appended() {
     assert!(node.server.node().topic("missing").is_none());
     node.server.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_ip_idle_and_slow_clients_are_cut_off() {
+    let node = InProcess::start_with(|c| {
+        c.max_connections_per_ip = 2;
+        c.connections_max_idle_ms = 700;
+        c.request_read_timeout_ms = 500;
+    })
+    .await;
+    tokio::task::spawn_blocking(move || {
+        // Two connections from 127.0.0.1 are served; a third is closed at once.
+        let mut first = Raw::connect(&node);
+        let mut second = Raw::connect(&node);
+        let mut third = Raw::connect(&node);
+        assert!(
+            third
+                .request(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default())
+                .is_none()
+        );
+        assert!(
+            first
+                .request(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default())
+                .is_some()
+        );
+        // Idle past connections_max_idle_ms: closed.
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        assert!(
+            first
+                .request(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default())
+                .is_none()
+        );
+        assert!(second.is_closed());
+        // Their places are free again. A client that sends a length and then trickles: closed
+        // after request_read_timeout_ms, holding nothing.
+        let mut slow = Raw::connect(&node);
+        slow.stream.write_all(&100u32.to_be_bytes()).unwrap();
+        slow.stream.write_all(&[0, 18, 0, 3]).unwrap();
+        let started = std::time::Instant::now();
+        assert!(slow.is_closed());
+        assert!(
+            started.elapsed() < std::time::Duration::from_millis(690),
+            "closed by the read timeout, not the idle one"
+        );
+        still_serving(&node);
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_with_more_records_than_allowed_is_refused() {
+    let node = InProcess::start_with(|c| c.max_records_per_batch = 10).await;
+    node.server
+        .node()
+        .create_topic("counted", 1, Default::default())
+        .await
+        .unwrap();
+    tokio::task::spawn_blocking(move || {
+        let mut raw = Raw::connect(&node);
+        assert_eq!(produce(&mut raw, "counted", batch(10).freeze()), 0);
+        let invalid_record = kafka_protocol::error::ResponseError::InvalidRecord.code();
+        assert_eq!(
+            produce(&mut raw, "counted", batch(11).freeze()),
+            invalid_record
+        );
+        still_serving(&node);
+    })
+    .await
+    .unwrap();
+}

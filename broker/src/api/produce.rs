@@ -292,6 +292,18 @@ async fn enqueue(
             return Queued::Refused(response.with_error_code(batch_code(&e)));
         }
     };
+    if summary.largest_batch_records > node.config.max_records_per_batch {
+        let text = format!(
+            "a batch of {} records exceeds max_records_per_batch {}",
+            summary.largest_batch_records, node.config.max_records_per_batch
+        );
+        tracing::debug!(topic = %topic.name, partition = data.index, text, "produce refused");
+        return Queued::Refused(
+            response
+                .with_error_code(ResponseError::InvalidRecord.code())
+                .with_error_message(Some(StrBytes::from_string(text))),
+        );
+    }
     if let Some(refused) = refuse_keyless(topic, data.index, &records, &response) {
         return Queued::Refused(refused);
     }

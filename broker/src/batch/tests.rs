@@ -58,7 +58,8 @@ fn valid_batches_of_every_codec_pass_and_keep_their_bytes() {
             Summary {
                 offsets: 5,
                 batches: 1,
-                max_timestamp: 1_004
+                max_timestamp: 1_004,
+                largest_batch_records: 5,
             }
         );
         let stored = assign_offsets(&payload, 42, 7);
