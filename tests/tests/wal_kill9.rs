@@ -93,6 +93,13 @@ fn acknowledged_records_survive_sigkill() {
                 "bytes of {stream}/{seq}"
             );
         }
+        // Closed, not just dropped: a drop leaves the writer thread, which holds the directory's
+        // lock, to stop on its own, and the next round's writer would find the WAL still locked.
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(weir_wal::Wal::close(&wal))
+            .unwrap();
         drop(wal);
         eprintln!(
             "round {round}: killed after {delay_ms} ms, {this_round} acks, {} records recovered, torn tail: {:?}",
