@@ -17,12 +17,12 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
-use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
-use kafka_protocol::protocol::{Decodable, Encodable};
+use kafka_protocol::messages::{ApiKey, ResponseHeader, ResponseKind};
+use kafka_protocol::protocol::Encodable;
 use tokio::io::{
     AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter, ReadHalf, WriteHalf,
 };
@@ -251,40 +251,19 @@ async fn read_frames<S: AsyncRead>(
 }
 
 async fn process(node: &Node, client: &api::Client, frame: Bytes) -> Outcome {
-    if frame.len() < 8 {
-        return Outcome::Close(format!(
-            "frame of {} bytes has no request header",
-            frame.len()
-        ));
-    }
-    let mut peek = &frame[..8];
-    let raw_key = peek.get_i16();
-    let version = peek.get_i16();
-    let correlation_id = peek.get_i32();
-    let Ok(key) = ApiKey::try_from(raw_key) else {
-        return Outcome::Close(format!("unknown api key {raw_key}"));
-    };
-    let Some(range) = api::version_range(key) else {
-        return Outcome::Close(format!("api {key:?} is not served"));
-    };
-    if key == ApiKey::ApiVersions && version > range.max {
-        return Outcome::Respond(api::unsupported_version_response(correlation_id));
-    }
-    if version < range.min || version > range.max {
-        return Outcome::Close(format!(
-            "{key:?} v{version} is outside the supported range {}-{}",
-            range.min, range.max
-        ));
-    }
     let frame_len = frame.len();
-    let mut buf = frame;
-    let header = match RequestHeader::decode(&mut buf, key.request_header_version(version)) {
-        Ok(h) => h,
-        Err(e) => return Outcome::Close(format!("malformed {key:?} request header: {e}")),
-    };
-    let request = match RequestKind::decode(key, &mut buf, version) {
-        Ok(r) => r,
-        Err(e) => return Outcome::Close(format!("malformed {key:?} v{version} request: {e}")),
+    let (key, version, correlation_id, header, request) = match crate::wire::decode_request(frame) {
+        Ok(crate::wire::Request::Served {
+            key,
+            version,
+            correlation_id,
+            header,
+            request,
+        }) => (key, version, correlation_id, header, request),
+        Ok(crate::wire::Request::ApiVersionsTooNew { correlation_id }) => {
+            return Outcome::Respond(api::unsupported_version_response(correlation_id));
+        }
+        Err(reason) => return Outcome::Close(reason),
     };
     tracing::debug!(api = ?key, version, correlation_id, client = ?header.client_id, "request");
     let started = std::time::Instant::now();

@@ -33,6 +33,7 @@ pub mod server;
 pub mod tls;
 pub mod topic_config;
 pub mod txn;
+pub mod wire;
 
 pub use config::ServeConfig;
 pub use server::Server;
