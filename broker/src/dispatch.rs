@@ -54,7 +54,7 @@ pub async fn start_in_broker(
 }
 
 async fn start(server: &Server, mut config: DispatcherConfig) -> anyhow::Result<Dispatcher> {
-    config.bootstrap = server.kafka_addr().to_string();
+    config.bootstrap = server.plaintext_kafka_addr().to_string();
     let dispatcher = Dispatcher::start(config).await?;
     server.mount_admin(dispatcher.router());
     Ok(dispatcher)

@@ -37,6 +37,7 @@ pub struct Server {
     node: Arc<Node>,
     kafka_addr: SocketAddr,
     kafka_addrs: Vec<SocketAddr>,
+    plaintext_addr: SocketAddr,
     admin_addr: SocketAddr,
     rpc_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
@@ -103,6 +104,10 @@ async fn open_wal(
     })
 }
 
+/// The name of the loopback-only PLAINTEXT listener a broker without any PLAINTEXT listener opens
+/// for its in-process clients.
+const LOOPBACK_LISTENER: &str = "LOOPBACK";
+
 /// A Kafka listener, bound.
 struct Bound {
     socket: TcpListener,
@@ -124,6 +129,17 @@ async fn bind_kafka(config: &mut ServeConfig) -> anyhow::Result<(Vec<Bound>, Soc
     } else {
         config.listeners.clone()
     };
+    let mut specs = specs;
+    if specs.iter().all(|l| l.security_protocol.is_tls()) {
+        // In-process clients (the webhook dispatcher) speak plaintext Kafka: without a PLAINTEXT
+        // listener they get one of their own, on loopback only.
+        specs.push(ListenerConfig {
+            name: LOOPBACK_LISTENER.to_string(),
+            address: SocketAddr::from(([127, 0, 0, 1], 0)),
+            advertised: None,
+            security_protocol: SecurityProtocol::Plaintext,
+        });
+    }
     let acceptor = if specs.iter().any(|l| l.security_protocol.is_tls()) {
         Some(crate::tls::acceptor(&config.tls)?)
     } else {
@@ -447,12 +463,18 @@ impl Server {
             .iter()
             .filter_map(|b| b.socket.local_addr().ok())
             .collect();
+        let plaintext_addr = listener
+            .iter()
+            .find(|b| b.listener.tls.is_none())
+            .and_then(|b| b.socket.local_addr().ok())
+            .unwrap_or(kafka_addr);
         let accept = tokio::spawn(accept_loop(listener, node.clone(), stopped));
         tracing::info!(%kafka_addr, %admin_addr, ?rpc_addr, data_dir = %config.data_dir.display(), "weir serving");
         Ok(Server {
             node,
             kafka_addr,
             kafka_addrs,
+            plaintext_addr,
             admin_addr,
             rpc_addr,
             stop,
@@ -496,9 +518,16 @@ impl Server {
         self.kafka_addr
     }
 
-    /// Where every Kafka listener is bound, in `[[listeners]]` order.
+    /// Where every Kafka listener is bound, in `[[listeners]]` order (and last the loopback one
+    /// opened for in-process clients when no listener is PLAINTEXT).
     pub fn kafka_addrs(&self) -> Vec<SocketAddr> {
         self.kafka_addrs.clone()
+    }
+
+    /// Where in-process Kafka clients (the webhook dispatcher) connect: the first PLAINTEXT
+    /// listener.
+    pub fn plaintext_kafka_addr(&self) -> SocketAddr {
+        self.plaintext_addr
     }
 
     /// Where the admin HTTP listener is bound.
