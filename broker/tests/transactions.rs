@@ -579,3 +579,50 @@ fn a_transaction_open_longer_than_the_state_window_survives_a_kill9() {
     }
     weir.stop();
 }
+
+/// A read_committed Fetch past the high watermark is out of range (the client resets), as a
+/// read_uncommitted one is; at the end of the log it is simply empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_committed_fetch_past_the_end_is_out_of_range() {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+    let node = common::InProcess::start().await;
+    node.server
+        .node()
+        .create_topic("ends", 1, Default::default())
+        .await
+        .unwrap();
+    let addr = node.server.kafka_addr();
+    tokio::task::spawn_blocking(move || {
+        let mut raw = Raw::connect_to(addr);
+        let fetch = |raw: &mut Raw, isolation: i8, offset: i64| {
+            let request = FetchRequest::default()
+                .with_max_wait_ms(0)
+                .with_isolation_level(isolation)
+                .with_topics(vec![
+                    FetchTopic::default()
+                        .with_topic(TopicName(StrBytes::from_static_str("ends")))
+                        .with_partitions(vec![
+                            FetchPartition::default()
+                                .with_partition(0)
+                                .with_fetch_offset(offset)
+                                .with_partition_max_bytes(1 << 20),
+                        ]),
+                ]);
+            let mut body = raw.request(ApiKey::Fetch, 11, &request).unwrap();
+            let r = FetchResponse::decode(&mut body, 11).unwrap();
+            r.responses[0].partitions[0].error_code
+        };
+        let out_of_range = kafka_protocol::error::ResponseError::OffsetOutOfRange.code();
+        for isolation in [0, 1] {
+            assert_eq!(
+                fetch(&mut raw, isolation, 5),
+                out_of_range,
+                "isolation {isolation}"
+            );
+            assert_eq!(fetch(&mut raw, isolation, 0), 0, "isolation {isolation}");
+        }
+    })
+    .await
+    .unwrap();
+}

@@ -233,7 +233,9 @@ async fn read_one(
         return data.with_records(Some(Bytes::new()));
     }
     let budget = target.max_bytes.min(remaining).max(1);
-    if committed && target.offset >= last_stable {
+    // Past the last stable offset but within the log: nothing to read yet. Past the high
+    // watermark the read below answers OFFSET_OUT_OF_RANGE, which makes the client reset.
+    if committed && target.offset >= last_stable && target.offset <= hw {
         return data
             .with_records(Some(Bytes::new()))
             .with_aborted_transactions(Some(Vec::new()));
