@@ -46,6 +46,16 @@ async fn unparseable_frames_close_only_their_connection() {
                 "truncated Metadata v12 body",
                 vec![0, 3, 0, 12, 0, 0, 0, 1, 0, 4, b'a', b'b', b'c', b'd', 0, 5],
             ),
+            (
+                // Found by fuzzing: AlterConfigs v0 declaring 2.6 billion resources made the
+                // decoder allocate 85 GB and the process abort (vendor/kafka-protocol).
+                "AlterConfigs whose array length is far beyond the frame",
+                vec![0, 0x21, 0, 0, 0, 0, 0x9b, 0, 0, 0, 0x3a, 0x0a, 0x9b, 0],
+            ),
+            (
+                "a string length beyond the frame",
+                vec![0, 3, 0, 1, 0, 0, 0, 1, 0x7f, 0xff, b'x'],
+            ),
         ];
         for (what, body) in cases {
             let mut raw = Raw::connect(&node);

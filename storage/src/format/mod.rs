@@ -274,8 +274,11 @@ impl Footer {
         if version != VERSION {
             return Err(FormatError::BadVersion { found: version });
         }
-        let index_end = footer.index_position + u64::from(footer.index_len);
-        if index_end + FOOTER_LEN as u64 != object_size {
+        let index_end = footer
+            .index_position
+            .checked_add(u64::from(footer.index_len))
+            .and_then(|end| end.checked_add(FOOTER_LEN as u64));
+        if index_end != Some(object_size) {
             return Err(FormatError::Truncated("index does not end at the footer"));
         }
         if u64::from(footer.entry_count) * INDEX_ENTRY_LEN as u64 != u64::from(footer.index_len) {
@@ -324,7 +327,7 @@ impl ObjectIndex {
             }
         }
         for e in &entries {
-            data_end = data_end.max(e.position + u64::from(e.size));
+            data_end = data_end.max(e.position.saturating_add(u64::from(e.size)));
         }
         if data_end > footer.index_position {
             return Err(FormatError::Inconsistent(
