@@ -91,7 +91,9 @@ where
         idle: std::time::Duration::from_millis(node.config.connections_max_idle_ms),
         read: std::time::Duration::from_millis(node.config.request_read_timeout_ms),
     };
-    let reader = tokio::spawn(read_frames(reader, tx, budget, limits, peer));
+    // Stopped with this task, however it ends (also when the server aborts it at shutdown): the
+    // socket closes only once both halves are gone, and a client must see it close.
+    let reader = AbortOnDrop(tokio::spawn(read_frames(reader, tx, budget, limits, peer)));
     let mut writer = BufWriter::new(writer);
     let client = api::Client { peer };
     // Produce requests waiting for durability, in request order.
@@ -138,7 +140,16 @@ where
         }
     }
     // The client left (or broke the protocol): appends already queued complete on their own.
-    reader.abort();
+    drop(reader);
+}
+
+/// A task aborted when this handle is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 fn is_produce(frame: &[u8]) -> bool {
