@@ -475,6 +475,16 @@ impl Producers {
         self.entry(stream).1
     }
 
+    /// The readers' view of a partition's transactions, if it has producer state here (a lookup
+    /// that creates nothing, for read_uncommitted fetches).
+    pub fn existing_view(&self, stream: StreamId) -> Option<SharedView> {
+        self.partitions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&stream)
+            .map(|(_, view)| view.clone())
+    }
+
     /// Every partition with producer state here.
     fn all(&self) -> Vec<(StreamId, PartitionEntry)> {
         self.partitions

@@ -197,10 +197,11 @@ async fn read_one(
     if !committed {
         // Reported (lag tools read it), from the view if the state is loaded; read_uncommitted
         // never loads it.
-        let v = node.producers.view(partition.stream.id());
-        let v = v.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if v.is_loaded_for(stream.epoch()) {
-            last_stable = v.last_stable(hw);
+        if let Some(v) = node.producers.existing_view(partition.stream.id()) {
+            let v = v.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if v.is_loaded_for(stream.epoch()) {
+                last_stable = v.last_stable(hw);
+            }
         }
     } else {
         match crate::producers::view(node, partition).await {

@@ -485,37 +485,18 @@ impl Coordinator {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&index);
         let mut groups: HashMap<String, Option<GroupValue>> = HashMap::new();
-        let stream = &partition.stream;
-        let end = stream.high_watermark();
-        let mut next = stream.start_offset();
-        while next < end {
-            let batches = stream.read(next, 1 << 20).await?;
-            let Some(last) = batches.last() else { break };
-            next = last.end_offset();
-            for stored in batches {
-                let mut payload = stored.payload.clone();
-                let Ok(sets) = RecordBatchDecoder::decode_all(&mut payload) else {
-                    tracing::warn!(offset = %stored.base_offset, "undecodable batch in __consumer_offsets skipped");
-                    continue;
-                };
-                for record in sets.iter().flat_map(|s| &s.records) {
-                    if record.control {
-                        // A transaction marker: key (version i16, type i16), 1 commits.
-                        let commit = record.key.as_ref().is_some_and(|k| k.get(3) == Some(&1));
-                        self.end_transaction(
-                            index,
-                            topic.partitions.len(),
-                            record.producer_id,
-                            commit,
-                        );
-                    } else if record.transactional {
-                        self.apply_pending(record);
-                    } else {
-                        self.apply(record, &mut groups);
-                    }
-                }
+        replay(&partition, OFFSETS_TOPIC, |record| {
+            if record.control {
+                // A transaction marker: key (version i16, type i16), 1 commits.
+                let commit = record.key.as_ref().is_some_and(|k| k.get(3) == Some(&1));
+                self.end_transaction(index, topic.partitions.len(), record.producer_id, commit);
+            } else if record.transactional {
+                self.apply_pending(record);
+            } else {
+                self.apply(record, &mut groups);
             }
-        }
+        })
+        .await?;
         let partitions = topic.partitions.len();
         let offsets = self
             .offsets
@@ -699,6 +680,35 @@ fn spawn_writer(group: String, partition: Partition) -> GroupLog {
         }
     });
     GroupLog { tx }
+}
+
+/// Reads every record of an internal partition (`__consumer_offsets`, `__transaction_state`) from
+/// its log start to its high watermark, in order, as its new owner rebuilds its state. A batch
+/// that cannot be decoded is skipped with a warning.
+pub(crate) async fn replay(
+    partition: &Partition,
+    topic: &str,
+    mut f: impl FnMut(&Record),
+) -> Result<(), weir_storage::StorageError> {
+    let stream = &partition.stream;
+    let end = stream.high_watermark();
+    let mut next = stream.start_offset();
+    while next < end {
+        let batches = stream.read(next, 1 << 20).await?;
+        let Some(last) = batches.last() else { break };
+        next = last.end_offset();
+        for stored in batches {
+            let mut payload = stored.payload.clone();
+            let Ok(sets) = RecordBatchDecoder::decode_all(&mut payload) else {
+                tracing::warn!(topic, offset = %stored.base_offset, "undecodable batch skipped");
+                continue;
+            };
+            for record in sets.iter().flat_map(|s| &s.records) {
+                f(record);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The record of a committed offset (a `None` deletes it).

@@ -23,7 +23,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::records::RecordBatchDecoder;
 use prost::Message;
 
 use crate::group::{self, now_ms};
@@ -777,36 +776,22 @@ impl Coordinator {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&index);
         let mut found: BTreeMap<String, Option<Txn>> = BTreeMap::new();
-        let stream = &partition.stream;
-        let end = stream.high_watermark();
-        let mut next = stream.start_offset();
-        while next < end {
-            let batches = stream.read(next, 1 << 20).await?;
-            let Some(last) = batches.last() else { break };
-            next = last.end_offset();
-            for stored in batches {
-                let mut payload = stored.payload.clone();
-                let Ok(sets) = RecordBatchDecoder::decode_all(&mut payload) else {
-                    tracing::warn!(offset = %stored.base_offset, "undecodable batch in __transaction_state skipped");
-                    continue;
-                };
-                for record in sets.iter().flat_map(|s| &s.records) {
-                    let Some(key) = &record.key else { continue };
-                    if key.first() != Some(&TXN_RECORD) {
-                        continue;
-                    }
-                    let Ok(id) = std::str::from_utf8(&key[1..]) else {
-                        continue;
-                    };
-                    let txn = record
-                        .value
-                        .as_ref()
-                        .and_then(|v| TxnValue::decode(&v[..]).ok())
-                        .map(Txn::from_value);
-                    found.insert(id.to_string(), txn);
-                }
+        group::replay(&partition, TXN_TOPIC, |record| {
+            let Some(key) = &record.key else { return };
+            if key.first() != Some(&TXN_RECORD) {
+                return;
             }
-        }
+            let Ok(id) = std::str::from_utf8(&key[1..]) else {
+                return;
+            };
+            let txn = record
+                .value
+                .as_ref()
+                .and_then(|v| TxnValue::decode(&v[..]).ok())
+                .map(Txn::from_value);
+            found.insert(id.to_string(), txn);
+        })
+        .await?;
         let mut decided = Vec::new();
         {
             let mut txns = self.txns.lock().unwrap_or_else(PoisonError::into_inner);
