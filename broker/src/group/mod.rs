@@ -37,7 +37,38 @@ pub struct Committed {
     pub metadata: Option<String>,
 }
 
-type Offsets = HashMap<String, BTreeMap<(String, i32), Committed>>;
+type Offsets = HashMap<String, BTreeMap<(String, i32), Logged>>;
+
+/// A committed offset and the position of its record in `__consumer_offsets`. Of two commits of
+/// one partition the later record wins, in whichever order their appends finish (a client's
+/// pipelined OffsetCommits become durable together, and their handlers wake in any order); the
+/// log, replayed by the next owner, says the same.
+#[derive(Debug, Clone)]
+struct Logged {
+    at: i64,
+    committed: Committed,
+}
+
+/// Applies a commit (`Some`) or a deletion (`None`) recorded at `at`, unless the partition's
+/// offset was already set by a later record.
+fn apply_at(
+    map: &mut BTreeMap<(String, i32), Logged>,
+    tp: (String, i32),
+    at: i64,
+    committed: Option<Committed>,
+) {
+    if map.get(&tp).is_some_and(|known| known.at > at) {
+        return;
+    }
+    match committed {
+        Some(committed) => {
+            map.insert(tp, Logged { at, committed });
+        }
+        None => {
+            map.remove(&tp);
+        }
+    }
+}
 
 /// Offsets committed inside open transactions (TxnOffsetCommit), by producer id: they become
 /// committed offsets when the transaction's commit marker reaches the group's partition, and are
@@ -239,7 +270,11 @@ impl Coordinator {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(group)
-            .cloned()
+            .map(|map| {
+                map.iter()
+                    .map(|(tp, logged)| (tp.clone(), logged.committed.clone()))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -350,7 +385,11 @@ impl Coordinator {
             .or_default()
             .entry(group.to_string())
             .or_default()
-            .extend(offsets.iter().cloned());
+            .extend(offsets.iter().zip(base..).map(|((tp, c), at)| {
+                let at = i64::try_from(at).unwrap_or(i64::MAX);
+                let committed = c.clone();
+                (tp.clone(), Logged { at, committed })
+            }));
         drop(state);
         if let Err(e) = durable.wait().await {
             // Not written: take them back (the producer retries or aborts).
@@ -402,7 +441,10 @@ impl Coordinator {
         }
         let mut all = self.offsets.lock().unwrap_or_else(PoisonError::into_inner);
         for (group, offsets) in ended {
-            all.entry(group).or_default().extend(offsets);
+            let map = all.entry(group).or_default();
+            for (tp, logged) in offsets {
+                apply_at(map, tp, logged.at, Some(logged.committed));
+            }
         }
     }
 
@@ -439,14 +481,14 @@ impl Coordinator {
         if delete_group {
             records.push((group_key(group), None));
         }
-        append(&partition, records).await?;
+        let base = append(&partition, records).await?;
         let mut all = self.offsets.lock().unwrap_or_else(PoisonError::into_inner);
         let map = all.entry(group.to_string()).or_default();
-        for (tp, c) in entries {
-            match c {
-                Some(c) => map.insert(tp, c),
-                None => map.remove(&tp),
-            };
+        for ((tp, c), at) in entries.into_iter().zip(base..) {
+            apply_at(map, tp, at, c);
+        }
+        if map.is_empty() {
+            all.remove(group);
         }
         Ok(())
     }
@@ -565,10 +607,13 @@ impl Coordinator {
             .or_default()
             .insert(
                 (key.topic, key.partition),
-                Committed {
-                    offset: v.offset,
-                    leader_epoch: v.leader_epoch,
-                    metadata: v.metadata,
+                Logged {
+                    at: record.offset,
+                    committed: Committed {
+                        offset: v.offset,
+                        leader_epoch: v.leader_epoch,
+                        metadata: v.metadata,
+                    },
                 },
             );
     }
@@ -582,23 +627,17 @@ impl Coordinator {
                 };
                 let mut all = self.offsets.lock().unwrap_or_else(PoisonError::into_inner);
                 let map = all.entry(key.group.clone()).or_default();
-                match record.value.as_ref().map(|v| OffsetValue::decode(&v[..])) {
-                    Some(Ok(v)) => {
-                        map.insert(
-                            (key.topic, key.partition),
-                            Committed {
-                                offset: v.offset,
-                                leader_epoch: v.leader_epoch,
-                                metadata: v.metadata,
-                            },
-                        );
-                    }
-                    _ => {
-                        map.remove(&(key.topic, key.partition));
-                        if map.is_empty() {
-                            all.remove(&key.group);
-                        }
-                    }
+                let committed = match record.value.as_ref().map(|v| OffsetValue::decode(&v[..])) {
+                    Some(Ok(v)) => Some(Committed {
+                        offset: v.offset,
+                        leader_epoch: v.leader_epoch,
+                        metadata: v.metadata,
+                    }),
+                    _ => None,
+                };
+                apply_at(map, (key.topic, key.partition), record.offset, committed);
+                if map.is_empty() {
+                    all.remove(&key.group);
                 }
             }
             Some(&GROUP_RECORD) => {
@@ -670,7 +709,7 @@ fn spawn_writer(group: String, partition: Partition) -> GroupLog {
     tokio::spawn(async move {
         while let Some((value, after)) = rx.recv().await {
             let record = (group_key(&group), Some(Bytes::from(value.encode_to_vec())));
-            let result = append(&partition, vec![record]).await;
+            let result = append(&partition, vec![record]).await.map(|_| ());
             if let Err(code) = result {
                 tracing::warn!(group = %group, code, "group metadata not stored");
             }
@@ -742,30 +781,21 @@ fn offset_record(
 }
 
 /// Appends records to an internal partition (`__consumer_offsets`, `__transaction_state`) as one
-/// batch; durable when it returns.
+/// batch; durable when it returns, with the offset of its first record.
 pub(crate) async fn append(
     partition: &Partition,
     entries: Vec<(Bytes, Option<Bytes>)>,
-) -> Result<(), i16> {
-    append_as(partition, entries, None).await
-}
-
-/// [`append`], as part of a producer's transaction when `producer` is `(id, epoch)`.
-async fn append_as(
-    partition: &Partition,
-    entries: Vec<(Bytes, Option<Bytes>)>,
-    producer: Option<(i64, i16)>,
-) -> Result<(), i16> {
-    let (payload, count) = encode(entries, producer)?;
+) -> Result<i64, i16> {
+    let (payload, count) = encode(entries, None)?;
     let epoch = partition.leader_epoch;
-    partition
+    let receipt = partition
         .stream
         .append_with(count, payload.len(), |base| {
             batch::assign_offsets(&payload, base.get(), epoch)
         })
         .await
         .map_err(|e| crate::error::storage_code(&e))?;
-    Ok(())
+    Ok(i64::try_from(receipt.base_offset.get()).unwrap_or(i64::MAX))
 }
 
 /// One batch of internal records (a transactional one when `producer` is `(id, epoch)`) and its

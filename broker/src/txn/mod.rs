@@ -305,6 +305,7 @@ impl Coordinator {
         let value = Bytes::from(txn.value().encode_to_vec());
         group::append(&partition, vec![(key(id), Some(value))])
             .await
+            .map(|_| ())
             .map_err(coordinator_code)
     }
 
@@ -314,6 +315,7 @@ impl Coordinator {
         let (partition, _) = log_partition(node, id)?;
         group::append(&partition, vec![(key(id), None)])
             .await
+            .map(|_| ())
             .map_err(coordinator_code)
     }
 
