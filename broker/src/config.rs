@@ -111,6 +111,16 @@ pub struct ServeConfig {
     pub object_wal: ObjectWalConfig,
     /// Cluster settings (`weir broker`); unused by `weir serve`.
     pub cluster: ClusterConfig,
+    /// SASL settings of the SASL_PLAINTEXT and SASL_SSL listeners (`[sasl]`).
+    pub sasl: SaslConfig,
+    /// `acl`: every request is checked against the ACLs (CreateAcls, `weir admin acl`); `none`
+    /// (the default): no authorization, as Kafka without an authorizer.
+    pub authorizer: AuthorizerKind,
+    /// Principals allowed everything, ACLs or not (`["User:admin"]`).
+    pub super_users: Vec<String>,
+    /// With `authorizer = "acl"`: allow a request on a resource no ACL names (Kafka's
+    /// `allow.everyone.if.no.acl.found`). Default false.
+    pub allow_everyone_if_no_acl_found: bool,
     /// The webhook dispatcher (`[dispatcher]`): runs inside `weir serve` unless `enabled = false`;
     /// inside `weir broker` when `secret_key` is set (the same on every broker).
     pub dispatcher: weir_dispatcher::DispatcherConfig,
@@ -149,6 +159,14 @@ impl SecurityProtocol {
     /// Whether connections are TLS.
     pub fn is_tls(self) -> bool {
         matches!(self, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl)
+    }
+
+    /// Whether clients log in with SASL.
+    pub fn is_sasl(self) -> bool {
+        matches!(
+            self,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        )
     }
 }
 
@@ -241,9 +259,45 @@ impl Default for ServeConfig {
             wal: FileWalConfig::default(),
             object_wal: ObjectWalConfig::default(),
             cluster: ClusterConfig::default(),
+            sasl: SaslConfig::default(),
+            authorizer: AuthorizerKind::None,
+            super_users: Vec::new(),
+            allow_everyone_if_no_acl_found: false,
             dispatcher: weir_dispatcher::DispatcherConfig::default(),
         }
     }
+}
+
+/// SASL settings (`[sasl]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SaslConfig {
+    /// The mechanisms SASL listeners offer: `SCRAM-SHA-256`, `SCRAM-SHA-512`, `PLAIN`. Default:
+    /// all three. PLAIN sends the password itself: use it on SASL_SSL listeners.
+    pub mechanisms: Vec<String>,
+}
+
+impl Default for SaslConfig {
+    fn default() -> Self {
+        Self {
+            mechanisms: vec![
+                "SCRAM-SHA-256".into(),
+                "SCRAM-SHA-512".into(),
+                "PLAIN".into(),
+            ],
+        }
+    }
+}
+
+/// Which authorizer checks requests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthorizerKind {
+    /// Every request is allowed.
+    #[default]
+    None,
+    /// ACLs.
+    Acl,
 }
 
 /// Where the WAL lives.
@@ -354,6 +408,24 @@ impl ServeConfig {
                 anyhow::bail!("invalid setting {key}: must be positive");
             }
         }
+        for m in &self.sasl.mechanisms {
+            if crate::security::SaslMechanism::from_name(m).is_none() {
+                anyhow::bail!(
+                    "invalid setting sasl.mechanisms: {m:?} is not one of {:?}",
+                    crate::security::SaslMechanism::NAMES
+                );
+            }
+        }
+        for user in &self.super_users {
+            if !user
+                .split_once(':')
+                .is_some_and(|(k, n)| !k.is_empty() && !n.is_empty())
+            {
+                anyhow::bail!(
+                    "invalid setting super_users: {user:?} is not a principal (TYPE:NAME, e.g. User:admin)"
+                );
+            }
+        }
         let mut names = std::collections::HashSet::new();
         for l in &self.listeners {
             if !names.insert(l.name.as_str()) {
@@ -362,13 +434,11 @@ impl ServeConfig {
                     l.name
                 );
             }
-            if matches!(
-                l.security_protocol,
-                SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
-            ) {
+            if l.security_protocol.is_sasl() && self.sasl.mechanisms.is_empty() {
                 anyhow::bail!(
-                    "invalid setting listeners.security_protocol of listener {:?}: SASL is not served yet; use PLAINTEXT or SSL",
-                    l.name
+                    "invalid setting sasl.mechanisms: listener {:?} is {:?} and needs at least one",
+                    l.name,
+                    l.security_protocol
                 );
             }
             if l.security_protocol.is_tls()

@@ -21,8 +21,12 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
-use kafka_protocol::messages::{ApiKey, ResponseHeader, ResponseKind};
+use kafka_protocol::messages::{
+    ApiKey, RequestKind, ResponseHeader, ResponseKind, SaslAuthenticateResponse,
+    SaslHandshakeResponse,
+};
 use kafka_protocol::protocol::Encodable;
+use kafka_protocol::protocol::StrBytes;
 use tokio::io::{
     AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter, ReadHalf, WriteHalf,
 };
@@ -30,12 +34,16 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::api;
 use crate::node::Node;
+use crate::security::Session;
+use crate::security::acl::ANONYMOUS;
 
 /// What serving one frame led to.
 enum Outcome {
     Respond(Bytes),
     Silent,
     Close(String),
+    /// Send this, then close the connection (a failed login).
+    Last(Bytes, String),
     /// A Produce whose batches are queued: its outcome once they are durable.
     Later(BoxFuture<'static, Outcome>),
 }
@@ -46,8 +54,12 @@ pub(crate) struct Listener {
     pub(crate) name: String,
     /// Where its clients are told to connect.
     pub(crate) advertised: (String, i32),
-    /// Set for SSL listeners.
+    /// Set for SSL and SASL_SSL listeners.
     pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Clients log in with SASL first (SASL_PLAINTEXT, SASL_SSL).
+    pub(crate) sasl: bool,
+    /// The loopback listener of this process's own clients (the embedded dispatcher).
+    pub(crate) internal: bool,
 }
 
 impl std::fmt::Debug for Listener {
@@ -56,26 +68,35 @@ impl std::fmt::Debug for Listener {
             .field("name", &self.name)
             .field("advertised", &self.advertised)
             .field("tls", &self.tls.is_some())
+            .field("sasl", &self.sasl)
             .finish()
     }
 }
 
 /// Serves a connection (TCP, or TLS over it) until the client leaves or sends something
 /// unparseable. Metadata and the other answers naming brokers give the addresses of the listener
-/// it came in through.
-pub(crate) async fn serve<S>(node: Arc<Node>, socket: S, peer: SocketAddr, listener: Arc<Listener>)
-where
+/// it came in through. `principal`: who the client is before any SASL login (its certificate's
+/// subject on an SSL listener with client certificates, else `User:ANONYMOUS`).
+pub(crate) async fn serve<S>(
+    node: Arc<Node>,
+    socket: S,
+    peer: SocketAddr,
+    listener: Arc<Listener>,
+    principal: Option<String>,
+) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
+    let principal: Arc<str> = principal.map_or_else(|| Arc::from(ANONYMOUS), Arc::from);
+    let session = Session::new(listener.sasl, listener.internal, principal);
     crate::node::ADVERTISED
         .scope(
             listener.advertised.clone(),
-            serve_stream(node, socket, peer),
+            serve_stream(node, socket, peer, session),
         )
         .await;
 }
 
-async fn serve_stream<S>(node: Arc<Node>, socket: S, peer: SocketAddr)
+async fn serve_stream<S>(node: Arc<Node>, socket: S, peer: SocketAddr, mut session: Session)
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
@@ -95,7 +116,10 @@ where
     // socket closes only once both halves are gone, and a client must see it close.
     let reader = AbortOnDrop(tokio::spawn(read_frames(reader, tx, budget, limits, peer)));
     let mut writer = BufWriter::new(writer);
-    let client = api::Client { peer };
+    let mut client = api::Client {
+        peer,
+        principal: session.principal.clone(),
+    };
     // Produce requests waiting for durability, in request order.
     let mut in_flight: FuturesOrdered<BoxFuture<'static, Outcome>> = FuturesOrdered::new();
     'serve: loop {
@@ -116,7 +140,7 @@ where
                         }
                     }
                 }
-                match process(&node, &client, frame).await {
+                match process(&node, &mut client, &mut session, frame).await {
                     // The frame's room in the budget is given back once it is answered.
                     Outcome::Later(pending) => in_flight.push_back(Box::pin(async move {
                         let outcome = pending.await;
@@ -178,6 +202,17 @@ async fn respond<S: AsyncWrite>(
         }
         Outcome::Silent => true,
         Outcome::Close(reason) => {
+            tracing::info!(%peer, reason, "closing connection");
+            false
+        }
+        Outcome::Last(body, reason) => {
+            let len = u32::try_from(body.len()).unwrap_or(u32::MAX);
+            let written = async {
+                writer.write_all(&len.to_be_bytes()).await?;
+                writer.write_all(&body).await?;
+                writer.flush().await
+            };
+            let _ = written.await;
             tracing::info!(%peer, reason, "closing connection");
             false
         }
@@ -261,8 +296,23 @@ async fn read_frames<S: AsyncRead>(
     }
 }
 
-async fn process(node: &Node, client: &api::Client, frame: Bytes) -> Outcome {
+async fn process(
+    node: &Node,
+    client: &mut api::Client,
+    session: &mut Session,
+    frame: Bytes,
+) -> Outcome {
     let frame_len = frame.len();
+    if session.expects_token() {
+        // After SaslHandshake v0 the exchange's tokens come as bare frames.
+        return match session.authenticate(node, &frame) {
+            Ok(reply) => {
+                client.principal = session.principal.clone();
+                Outcome::Respond(Bytes::from(reply))
+            }
+            Err(refused) => Outcome::Close(refused.message),
+        };
+    }
     let (key, version, correlation_id, header, request) = match crate::wire::decode_request(frame) {
         Ok(crate::wire::Request::Served {
             key,
@@ -277,7 +327,70 @@ async fn process(node: &Node, client: &api::Client, frame: Bytes) -> Outcome {
         Err(reason) => return Outcome::Close(reason),
     };
     tracing::debug!(api = ?key, version, correlation_id, client = ?header.client_id, "request");
+    if !session.allows(key) {
+        return Outcome::Close(format!(
+            "unexpected {key:?} request before SASL authentication"
+        ));
+    }
     let started = std::time::Instant::now();
+    match request {
+        RequestKind::SaslHandshake(r) => {
+            let code = session.handshake(node, &r.mechanism, version);
+            let response = SaslHandshakeResponse::default()
+                .with_error_code(code)
+                .with_mechanisms(
+                    node.config
+                        .sasl
+                        .mechanisms
+                        .iter()
+                        .map(|m| StrBytes::from_string(m.clone()))
+                        .collect(),
+                );
+            let outcome = encode(
+                key,
+                version,
+                correlation_id,
+                Some(ResponseKind::SaslHandshake(response)),
+                started,
+                frame_len,
+            );
+            return match (code, outcome) {
+                (0, outcome) => outcome,
+                (_, Outcome::Respond(body)) => Outcome::Last(body, "SASL handshake refused".into()),
+                (_, outcome) => outcome,
+            };
+        }
+        RequestKind::SaslAuthenticate(r) => {
+            let (response, refused) = match session.authenticate(node, &r.auth_bytes) {
+                Ok(reply) => {
+                    client.principal = session.principal.clone();
+                    (
+                        SaslAuthenticateResponse::default().with_auth_bytes(Bytes::from(reply)),
+                        None,
+                    )
+                }
+                Err(refused) => (
+                    SaslAuthenticateResponse::default()
+                        .with_error_code(refused.code)
+                        .with_error_message(Some(StrBytes::from_string(refused.message.clone()))),
+                    Some(refused.message),
+                ),
+            };
+            let outcome = encode(
+                key,
+                version,
+                correlation_id,
+                Some(ResponseKind::SaslAuthenticate(response)),
+                started,
+                frame_len,
+            );
+            return match (refused, outcome) {
+                (Some(reason), Outcome::Respond(body)) => Outcome::Last(body, reason),
+                (_, outcome) => outcome,
+            };
+        }
+        _ => {}
+    }
     match api::handle(node, client, &header, request).await {
         api::Answer::Now(response) => {
             encode(key, version, correlation_id, response, started, frame_len)

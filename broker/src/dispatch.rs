@@ -55,6 +55,9 @@ pub async fn start_in_broker(
 
 async fn start(server: &Server, mut config: DispatcherConfig) -> anyhow::Result<Dispatcher> {
     config.bootstrap = server.plaintext_kafka_addr().to_string();
+    if !config.kafka.contains_key("security.protocol") {
+        config.kafka.extend(server.in_process_client_properties());
+    }
     let dispatcher = Dispatcher::start(config).await?;
     server.mount_admin(dispatcher.router());
     Ok(dispatcher)

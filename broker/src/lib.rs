@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod node;
 pub mod producers;
 mod retention;
+pub mod security;
 pub mod server;
 pub mod tls;
 pub mod topic_config;

@@ -158,6 +158,108 @@ enum AdminAction {
         /// Node id of the broker to empty
         broker: u32,
     },
+    /// SCRAM credentials (SASL logins; PLAIN checks passwords against them too)
+    Scram {
+        #[command(subcommand)]
+        action: ScramAction,
+    },
+    /// ACLs (enforced with `authorizer = "acl"`)
+    Acl {
+        #[command(subcommand)]
+        action: AclAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ScramAction {
+    /// Create or replace a user's credential (the password is salted and hashed here)
+    Set {
+        /// User name
+        user: String,
+        /// SCRAM-SHA-256 or SCRAM-SHA-512
+        #[arg(long, default_value = "SCRAM-SHA-256")]
+        mechanism: String,
+        /// PBKDF2 iterations (4096 to 16384)
+        #[arg(long, default_value_t = 4096)]
+        iterations: u32,
+        /// Read the password from standard input (its first line)
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+    /// Delete a user's credential
+    Delete {
+        user: String,
+        #[arg(long, default_value = "SCRAM-SHA-256")]
+        mechanism: String,
+    },
+    /// List users and their mechanisms
+    List,
+}
+
+#[derive(Debug, clap::Args)]
+struct AclSpec {
+    /// The principal, e.g. User:alice (User:* for everyone)
+    #[arg(long)]
+    principal: String,
+    /// READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, CLUSTER_ACTION, DESCRIBE_CONFIGS,
+    /// ALTER_CONFIGS, IDEMPOTENT_WRITE or ALL
+    #[arg(long)]
+    operation: String,
+    /// A topic
+    #[arg(long, group = "resource")]
+    topic: Option<String>,
+    /// A consumer group
+    #[arg(long, group = "resource")]
+    group: Option<String>,
+    /// A transactional id
+    #[arg(long, group = "resource")]
+    transactional_id: Option<String>,
+    /// The cluster
+    #[arg(long, group = "resource")]
+    cluster: bool,
+    /// The name is a prefix
+    #[arg(long)]
+    prefixed: bool,
+    /// Deny instead of allow
+    #[arg(long)]
+    deny: bool,
+    /// Only from this IP address
+    #[arg(long, default_value = "*")]
+    host: String,
+}
+
+impl AclSpec {
+    fn view(&self) -> anyhow::Result<weir_broker::security::http::AclView> {
+        let (resource_type, resource_name) =
+            match (&self.topic, &self.group, &self.transactional_id) {
+                (Some(t), _, _) => ("TOPIC", t.clone()),
+                (_, Some(g), _) => ("GROUP", g.clone()),
+                (_, _, Some(t)) => ("TRANSACTIONAL_ID", t.clone()),
+                _ if self.cluster => ("CLUSTER", weir_broker::security::acl::CLUSTER.to_string()),
+                _ => anyhow::bail!(
+                    "name a resource: --topic, --group, --transactional-id or --cluster"
+                ),
+            };
+        Ok(weir_broker::security::http::AclView {
+            resource_type: resource_type.into(),
+            resource_name,
+            pattern_type: if self.prefixed { "PREFIXED" } else { "LITERAL" }.into(),
+            principal: self.principal.clone(),
+            host: self.host.clone(),
+            operation: self.operation.clone(),
+            permission: if self.deny { "DENY" } else { "ALLOW" }.into(),
+        })
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum AclAction {
+    /// Add an ACL
+    Add(AclSpec),
+    /// Remove an ACL
+    Remove(AclSpec),
+    /// List the ACLs
+    List,
 }
 
 #[derive(Debug, clap::Args)]
@@ -466,6 +568,8 @@ async fn admin(args: AdminArgs) -> anyhow::Result<()> {
         AdminAction::Drain { broker } => {
             ("/v1/cluster/drain", serde_json::json!({ "broker": broker }))
         }
+        AdminAction::Scram { action } => return admin_scram(&client, &base, action).await,
+        AdminAction::Acl { action } => return admin_acl(&client, &base, action).await,
     };
     let answer = client
         .post(format!("{base}{path}"))
@@ -477,6 +581,81 @@ async fn admin(args: AdminArgs) -> anyhow::Result<()> {
     if !status.is_success() {
         anyhow::bail!("{path}: {status}: {text}");
     }
+    println!("{text}");
+    Ok(())
+}
+
+/// Sends an admin request; prints the answer, or fails with it.
+async fn admin_call(request: reqwest::RequestBuilder, what: &str) -> anyhow::Result<String> {
+    let answer = request.send().await?;
+    let status = answer.status();
+    let text = answer.text().await?;
+    if !status.is_success() {
+        anyhow::bail!("{what}: {status}: {text}");
+    }
+    Ok(text)
+}
+
+async fn admin_scram(
+    client: &reqwest::Client,
+    base: &str,
+    action: &ScramAction,
+) -> anyhow::Result<()> {
+    use weir_broker::security::scram::Mechanism;
+    let mechanism_of = |name: &str| {
+        Mechanism::from_name(name).ok_or_else(|| {
+            anyhow::anyhow!("unknown mechanism {name:?}: SCRAM-SHA-256 or SCRAM-SHA-512")
+        })
+    };
+    let url = format!("{base}/v1/security/scram");
+    let text = match action {
+        ScramAction::Set {
+            user,
+            mechanism,
+            iterations,
+            password_stdin: _,
+        } => {
+            let mechanism = mechanism_of(mechanism)?;
+            let mut password = String::new();
+            std::io::stdin().read_line(&mut password)?;
+            let password = password.trim_end_matches(['\n', '\r']);
+            anyhow::ensure!(
+                !password.is_empty(),
+                "an empty password was read from standard input"
+            );
+            let set = weir_broker::security::http::ScramSet::from_password(
+                user,
+                mechanism,
+                password,
+                *iterations,
+            );
+            admin_call(client.post(&url).json(&set), "scram set").await?
+        }
+        ScramAction::Delete { user, mechanism } => {
+            let mechanism = mechanism_of(mechanism)?;
+            admin_call(
+                client.delete(format!("{url}/{user}/{}", mechanism.name())),
+                "scram delete",
+            )
+            .await?
+        }
+        ScramAction::List => admin_call(client.get(&url), "scram list").await?,
+    };
+    println!("{text}");
+    Ok(())
+}
+
+async fn admin_acl(client: &reqwest::Client, base: &str, action: &AclAction) -> anyhow::Result<()> {
+    let url = format!("{base}/v1/security/acls");
+    let text = match action {
+        AclAction::Add(spec) => {
+            admin_call(client.post(&url).json(&spec.view()?), "acl add").await?
+        }
+        AclAction::Remove(spec) => {
+            admin_call(client.delete(&url).json(&spec.view()?), "acl remove").await?
+        }
+        AclAction::List => admin_call(client.get(&url), "acl list").await?,
+    };
     println!("{text}");
     Ok(())
 }

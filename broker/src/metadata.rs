@@ -113,6 +113,17 @@ impl Metadata {
         }
     }
 
+    /// Changes SCRAM credentials and ACLs.
+    pub async fn change_security(
+        &self,
+        change: weir_controller::records::SecurityChanged,
+    ) -> Result<(), ControllerError> {
+        match self {
+            Metadata::Local(c) => c.change_security(change).await,
+            Metadata::Remote(r) => r.change_security(change).await,
+        }
+    }
+
     /// Reports a moving stream closed here at `epoch`.
     pub async fn move_done(&self, stream: StreamId, epoch: Epoch) -> Result<(), ControllerError> {
         match self {

@@ -44,6 +44,11 @@ pub struct Node {
     pub producers: crate::producers::Producers,
     /// Transactions this node coordinates.
     pub transactions: crate::txn::Coordinator,
+    /// Who may do what (`authorizer`, `super_users`).
+    pub authorizer: crate::security::acl::Authorizer,
+    /// The password of this process's own clients (the embedded dispatcher) on its internal
+    /// listener: random, never stored, never sent off this host.
+    pub internal_secret: String,
     /// This node, for the tasks it starts (set once it is shared).
     me: std::sync::OnceLock<std::sync::Weak<Node>>,
     /// Bytes produced and fetched per partition since the last load report (for the balancer).
@@ -73,7 +78,20 @@ impl Node {
             consumer_session_timeout: ms(config.group_consumer_session_timeout_ms),
             consumer_heartbeat_interval: ms(config.group_consumer_heartbeat_interval_ms),
         };
+        let mut super_users: std::collections::HashSet<String> =
+            config.super_users.iter().cloned().collect();
+        super_users.insert(crate::security::INTERNAL_PRINCIPAL.to_string());
+        let authorizer = crate::security::acl::Authorizer {
+            enabled: config.authorizer == crate::config::AuthorizerKind::Acl,
+            super_users,
+            allow_if_no_acl: config.allow_everyone_if_no_acl_found,
+        };
+        let mut secret = [0u8; 32];
+        rand::fill(&mut secret[..]);
+        let internal_secret = secret.iter().map(|b| format!("{b:02x}")).collect();
         Self {
+            authorizer,
+            internal_secret,
             config,
             controller,
             storage,

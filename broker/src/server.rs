@@ -38,6 +38,8 @@ pub struct Server {
     kafka_addr: SocketAddr,
     kafka_addrs: Vec<SocketAddr>,
     plaintext_addr: SocketAddr,
+    /// Whether in-process clients log in on an internal listener.
+    internal_listener: bool,
     admin_addr: SocketAddr,
     rpc_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
@@ -129,24 +131,30 @@ async fn bind_kafka(config: &mut ServeConfig) -> anyhow::Result<(Vec<Bound>, Soc
     } else {
         config.listeners.clone()
     };
-    let mut specs = specs;
-    if specs.iter().all(|l| l.security_protocol.is_tls()) {
-        // In-process clients (the webhook dispatcher) speak plaintext Kafka: without a PLAINTEXT
-        // listener they get one of their own, on loopback only.
-        specs.push(ListenerConfig {
-            name: LOOPBACK_LISTENER.to_string(),
-            address: SocketAddr::from(([127, 0, 0, 1], 0)),
-            advertised: None,
-            security_protocol: SecurityProtocol::Plaintext,
-        });
+    let mut specs: Vec<(ListenerConfig, bool)> = specs.into_iter().map(|l| (l, false)).collect();
+    let plaintext = specs
+        .iter()
+        .any(|(l, _)| l.security_protocol == SecurityProtocol::Plaintext);
+    if !plaintext || config.authorizer == crate::config::AuthorizerKind::Acl {
+        // In-process clients (the webhook dispatcher) need a listener they can use: one of their
+        // own, on loopback only, where they log in with this process's secret (a super user).
+        specs.push((
+            ListenerConfig {
+                name: LOOPBACK_LISTENER.to_string(),
+                address: SocketAddr::from(([127, 0, 0, 1], 0)),
+                advertised: None,
+                security_protocol: SecurityProtocol::SaslPlaintext,
+            },
+            true,
+        ));
     }
-    let acceptor = if specs.iter().any(|l| l.security_protocol.is_tls()) {
+    let acceptor = if specs.iter().any(|(l, _)| l.security_protocol.is_tls()) {
         Some(crate::tls::acceptor(&config.tls)?)
     } else {
         None
     };
     let mut bound = Vec::with_capacity(specs.len());
-    for spec in specs {
+    for (spec, internal) in specs {
         let socket = TcpListener::bind(spec.address).await.with_context(|| {
             format!("cannot listen on {} (listener {})", spec.address, spec.name)
         })?;
@@ -164,6 +172,8 @@ async fn bind_kafka(config: &mut ServeConfig) -> anyhow::Result<(Vec<Bound>, Soc
                 name: spec.name,
                 advertised,
                 tls: acceptor.clone().filter(|_| spec.security_protocol.is_tls()),
+                sasl: spec.security_protocol.is_sasl(),
+                internal,
             }),
         });
     }
@@ -463,11 +473,18 @@ impl Server {
             .iter()
             .filter_map(|b| b.socket.local_addr().ok())
             .collect();
+        // In-process clients use the internal listener if there is one, else a PLAINTEXT one.
         let plaintext_addr = listener
             .iter()
-            .find(|b| b.listener.tls.is_none())
+            .find(|b| b.listener.internal)
+            .or_else(|| {
+                listener
+                    .iter()
+                    .find(|b| b.listener.tls.is_none() && !b.listener.sasl)
+            })
             .and_then(|b| b.socket.local_addr().ok())
             .unwrap_or(kafka_addr);
+        let internal_listener = listener.iter().any(|b| b.listener.internal);
         let accept = tokio::spawn(accept_loop(listener, node.clone(), stopped));
         tracing::info!(%kafka_addr, %admin_addr, ?rpc_addr, data_dir = %config.data_dir.display(), "weir serving");
         Ok(Server {
@@ -475,6 +492,7 @@ impl Server {
             kafka_addr,
             kafka_addrs,
             plaintext_addr,
+            internal_listener,
             admin_addr,
             rpc_addr,
             stop,
@@ -528,6 +546,23 @@ impl Server {
     /// listener.
     pub fn plaintext_kafka_addr(&self) -> SocketAddr {
         self.plaintext_addr
+    }
+
+    /// The librdkafka properties in-process clients need on [`plaintext_kafka_addr`]
+    /// (Self::plaintext_kafka_addr): a login on the internal listener, if there is one.
+    pub fn in_process_client_properties(&self) -> Vec<(String, String)> {
+        if !self.internal_listener {
+            return Vec::new();
+        }
+        [
+            ("security.protocol", "SASL_PLAINTEXT"),
+            ("sasl.mechanism", "PLAIN"),
+            ("sasl.username", crate::security::INTERNAL_USER),
+            ("sasl.password", self.node.internal_secret.as_str()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
     }
 
     /// Where the admin HTTP listener is bound.
@@ -727,10 +762,19 @@ async fn serve_connection(
 ) {
     let _ = socket.set_nodelay(true);
     let Some(acceptor) = listener.tls.clone() else {
-        return connection::serve(node, socket, peer, listener).await;
+        return connection::serve(node, socket, peer, listener, None).await;
     };
     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await {
-        Ok(Ok(tls)) => connection::serve(node, tls, peer, listener).await,
+        Ok(Ok(tls)) => {
+            // A verified client certificate names the client (Kafka's default principal).
+            let principal = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(|cert| crate::security::certificate_principal(cert));
+            connection::serve(node, tls, peer, listener, principal).await;
+        }
         Ok(Err(e)) => {
             tracing::info!(%peer, listener = %listener.name, error = %e, "TLS handshake failed; connection closed");
         }
@@ -791,6 +835,20 @@ async fn serve_admin(listener: TcpListener, state: AdminState, mut stop: watch::
         .route("/v1/cluster", get(crate::admin::get_cluster))
         .route("/v1/cluster/reassign", post(crate::admin::reassign))
         .route("/v1/cluster/drain", post(crate::admin::drain))
+        .route(
+            "/v1/security/scram",
+            get(crate::security::http::list_scram).post(crate::security::http::set_scram),
+        )
+        .route(
+            "/v1/security/scram/{user}/{mechanism}",
+            axum::routing::delete(crate::security::http::delete_scram),
+        )
+        .route(
+            "/v1/security/acls",
+            get(crate::security::http::list_acls)
+                .post(crate::security::http::add_acl)
+                .delete(crate::security::http::remove_acl),
+        )
         .with_state(state.node.clone());
     let app = Router::new()
         .route("/health/ready", get(ready))

@@ -347,6 +347,18 @@ impl Controller {
     }
 }
 
+impl Controller {
+    /// Records a change of SCRAM credentials or ACLs (validated by the broker that asks).
+    pub async fn change_security(
+        &self,
+        change: crate::records::SecurityChanged,
+    ) -> Result<(), ControllerError> {
+        let mut writer = self.writer().await;
+        self.commit(&mut writer, vec![Kind::SecurityChanged(change).into()])
+            .await
+    }
+}
+
 pub fn validate_topic_name(name: &str) -> Result<(), ControllerError> {
     let valid_chars = name
         .bytes()

@@ -10,7 +10,7 @@ pub struct Record {
     /// What changed.
     #[prost(
         oneof = "Kind",
-        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18"
+        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19"
     )]
     pub kind: Option<Kind>,
 }
@@ -73,6 +73,89 @@ pub enum Kind {
     /// A broker is being drained: nothing is placed or balanced onto it until it registers again.
     #[prost(message, tag = "18")]
     BrokerDrained(BrokerDrained),
+    /// Users' SCRAM credentials or ACLs changed.
+    #[prost(message, tag = "19")]
+    SecurityChanged(SecurityChanged),
+}
+
+/// Changes to who may log in and what they may do, applied in this order: credentials set,
+/// credentials deleted, ACLs added, ACLs removed.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SecurityChanged {
+    /// SCRAM credentials created or replaced (one per user and mechanism).
+    #[prost(message, repeated, tag = "1")]
+    pub credentials_set: Vec<ScramCredential>,
+    /// SCRAM credentials removed.
+    #[prost(message, repeated, tag = "2")]
+    pub credentials_deleted: Vec<ScramCredentialKey>,
+    /// ACLs added (one already present is not added twice).
+    #[prost(message, repeated, tag = "3")]
+    pub acls_added: Vec<AclBinding>,
+    /// ACLs removed (exact bindings).
+    #[prost(message, repeated, tag = "4")]
+    pub acls_removed: Vec<AclBinding>,
+}
+
+/// What the server keeps of a user's password for one SCRAM mechanism (RFC 5802): never the
+/// password, nor anything a client could log in with.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct ScramCredential {
+    /// The user name.
+    #[prost(string, tag = "1")]
+    pub user: String,
+    /// Kafka's mechanism code: 1 SCRAM-SHA-256, 2 SCRAM-SHA-512.
+    #[prost(int32, tag = "2")]
+    pub mechanism: i32,
+    /// The salt.
+    #[prost(bytes = "vec", tag = "3")]
+    pub salt: Vec<u8>,
+    /// PBKDF2 iterations.
+    #[prost(uint32, tag = "4")]
+    pub iterations: u32,
+    /// H(HMAC(SaltedPassword, "Client Key")).
+    #[prost(bytes = "vec", tag = "5")]
+    pub stored_key: Vec<u8>,
+    /// HMAC(SaltedPassword, "Server Key").
+    #[prost(bytes = "vec", tag = "6")]
+    pub server_key: Vec<u8>,
+}
+
+/// A user's credential for one mechanism.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct ScramCredentialKey {
+    /// The user name.
+    #[prost(string, tag = "1")]
+    pub user: String,
+    /// Kafka's mechanism code.
+    #[prost(int32, tag = "2")]
+    pub mechanism: i32,
+}
+
+/// One ACL, in Kafka's model and codes (`AclBinding`): resource type, name and pattern type,
+/// principal, host, operation, permission.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Message)]
+pub struct AclBinding {
+    /// 2 topic, 3 group, 4 cluster, 5 transactional id, ...
+    #[prost(int32, tag = "1")]
+    pub resource_type: i32,
+    /// The resource's name (or prefix); `*` is every resource of the type.
+    #[prost(string, tag = "2")]
+    pub resource_name: String,
+    /// 3 literal, 4 prefixed.
+    #[prost(int32, tag = "3")]
+    pub pattern_type: i32,
+    /// `User:alice`, or `User:*`.
+    #[prost(string, tag = "4")]
+    pub principal: String,
+    /// A client IP address, or `*`.
+    #[prost(string, tag = "5")]
+    pub host: String,
+    /// 2 all, 3 read, 4 write, 5 create, 6 delete, 7 alter, 8 describe, ...
+    #[prost(int32, tag = "6")]
+    pub operation: i32,
+    /// 2 deny, 3 allow.
+    #[prost(int32, tag = "7")]
+    pub permission: i32,
 }
 
 /// A broker drained of its partitions.

@@ -486,6 +486,21 @@ impl RemoteController {
             .await
     }
 
+    /// Changes SCRAM credentials and ACLs.
+    pub async fn change_security(
+        &self,
+        change: crate::records::SecurityChanged,
+    ) -> Result<(), ControllerError> {
+        let request = pb::SecurityChange {
+            record: prost::Message::encode_to_vec(&change),
+        };
+        self.change(|mut c| {
+            let request = request.clone();
+            async move { Ok(c.change_security(request).await?.into_inner().seq) }
+        })
+        .await
+    }
+
     /// Reports a moving stream closed here at `epoch`.
     pub async fn move_done(&self, stream: StreamId, epoch: Epoch) -> Result<(), ControllerError> {
         let request = pb::StreamEpoch {

@@ -674,4 +674,17 @@ impl pb::controller_server::Controller for Service {
             .map_err(|e| cerr(&e))?;
         Ok(Response::new(pb::Done { seq: c.next_seq() }))
     }
+
+    async fn change_security(
+        &self,
+        request: Request<pb::SecurityChange>,
+    ) -> Result<Response<pb::Done>, Status> {
+        let c = self.controller()?;
+        let change = <crate::records::SecurityChanged as prost::Message>::decode(
+            &request.into_inner().record[..],
+        )
+        .map_err(|e| Status::invalid_argument(format!("undecodable security change: {e}")))?;
+        c.change_security(change).await.map_err(|e| cerr(&e))?;
+        Ok(Response::new(pb::Done { seq: c.next_seq() }))
+    }
 }

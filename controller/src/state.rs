@@ -11,9 +11,10 @@ use weir_common::{Epoch, ObjectId, Offset, StreamId};
 use weir_storage::{ObjectDescriptor, ObjectKind, ObjectSlice, StreamDescriptor};
 
 use crate::records::{
-    BrokerDrained, BrokerFenced, BrokerRegistered, CommittedObject, CommittedRange,
+    AclBinding, BrokerDrained, BrokerFenced, BrokerRegistered, CommittedObject, CommittedRange,
     ControllerElected, Counters, Kind, ObjectIdFence, ObjectsCommitted, ObjectsCompacted, Record,
-    StreamAssigned, StreamCreated, StreamMoveRequested, StreamOpened, StreamTrimmed, TopicCreated,
+    ScramCredential, SecurityChanged, StreamAssigned, StreamCreated, StreamMoveRequested,
+    StreamOpened, StreamTrimmed, TopicCreated,
 };
 
 /// A topic.
@@ -106,6 +107,10 @@ pub struct State {
     pub brokers: BTreeMap<u32, Broker>,
     /// The active controller.
     pub controller: Option<ActiveController>,
+    /// SCRAM credentials by user and mechanism code.
+    pub scram: BTreeMap<(String, i32), ScramCredential>,
+    /// ACLs, in a stable order.
+    pub acls: std::collections::BTreeSet<AclBinding>,
 }
 
 /// The broker elected active controller.
@@ -288,6 +293,21 @@ impl State {
                 self.next_stream_id = self.next_stream_id.max(c.next_stream_id);
                 self.next_object_id = self.next_object_id.max(c.next_object_id);
                 self.next_producer_id = self.next_producer_id.max(c.next_producer_id);
+            }
+            Kind::SecurityChanged(c) => {
+                for credential in &c.credentials_set {
+                    self.scram.insert(
+                        (credential.user.clone(), credential.mechanism),
+                        credential.clone(),
+                    );
+                }
+                for key in &c.credentials_deleted {
+                    self.scram.remove(&(key.user.clone(), key.mechanism));
+                }
+                self.acls.extend(c.acls_added.iter().cloned());
+                for acl in &c.acls_removed {
+                    self.acls.remove(acl);
+                }
             }
         }
     }
@@ -472,6 +492,17 @@ impl State {
             })
             .collect();
         records.push(Kind::ObjectsCommitted(ObjectsCommitted { objects }).into());
+        if !self.scram.is_empty() || !self.acls.is_empty() {
+            records.push(
+                Kind::SecurityChanged(SecurityChanged {
+                    credentials_set: self.scram.values().cloned().collect(),
+                    credentials_deleted: Vec::new(),
+                    acls_added: self.acls.iter().cloned().collect(),
+                    acls_removed: Vec::new(),
+                })
+                .into(),
+            );
+        }
         records
     }
 

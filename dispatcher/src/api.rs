@@ -627,7 +627,8 @@ async fn event(
         .await;
         return e;
     }
-    let found = crate::replay::read_one(&inner.config.bootstrap, &topic, partition, offset).await;
+    let found =
+        crate::replay::read_one(&inner.config.kafka_client(), &topic, partition, offset).await;
     let outcome = if found.is_some() { "ok" } else { "not_found" };
     audit(
         &inner,

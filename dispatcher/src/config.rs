@@ -11,6 +11,10 @@ pub struct DispatcherConfig {
     pub enabled: bool,
     /// Kafka bootstrap servers (`weir serve` uses its own listener).
     pub bootstrap: String,
+    /// librdkafka properties of the dispatcher's Kafka clients, to log in to a secured cluster:
+    /// `security.protocol`, `sasl.mechanism`, `sasl.username`, `sasl.password`, `ssl.ca.location`.
+    /// Inside `weir serve` with SASL-only listeners or ACLs the dispatcher logs in by itself.
+    pub kafka: std::collections::BTreeMap<String, String>,
     /// The consumer group every dispatcher instance joins. Default `weir-dispatcher`.
     pub group_id: String,
     /// The key encrypting endpoint secrets at rest: 32 bytes, base64. `weir serve` generates one
@@ -80,6 +84,7 @@ impl Default for DispatcherConfig {
         DispatcherConfig {
             enabled: true,
             bootstrap: "127.0.0.1:9092".into(),
+            kafka: std::collections::BTreeMap::new(),
             group_id: "weir-dispatcher".into(),
             secret_key: None,
             allow_cidrs: None,
@@ -98,6 +103,16 @@ impl Default for DispatcherConfig {
 }
 
 impl DispatcherConfig {
+    /// A Kafka client configuration: the bootstrap servers and the `kafka` properties.
+    pub fn kafka_client(&self) -> rdkafka::ClientConfig {
+        let mut client = rdkafka::ClientConfig::new();
+        client.set("bootstrap.servers", &self.bootstrap);
+        for (key, value) in &self.kafka {
+            client.set(key, value);
+        }
+        client
+    }
+
     /// Why these settings cannot run, naming the key.
     pub fn validate(&self) -> anyhow::Result<()> {
         if self.retry_tiers_s.is_empty() || self.retry_tiers_s.contains(&0) {

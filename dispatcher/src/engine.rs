@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -160,8 +159,9 @@ impl Engine {
     }
 
     fn group_consumer(&self) -> anyhow::Result<(Arc<GroupConsumer>, Arc<Progress>)> {
-        let consumer: GroupConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &self.config.bootstrap)
+        let consumer: GroupConsumer = self
+            .config
+            .kafka_client()
             .set("group.id", &self.config.group_id)
             .set("enable.auto.commit", "true")
             .set("enable.auto.offset.store", "false")

@@ -32,7 +32,6 @@ use std::time::Duration;
 use rdkafka::Message;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::watch;
@@ -81,8 +80,8 @@ impl Dispatcher {
         })?)
         .map_err(|e| anyhow::anyhow!("invalid setting dispatcher.secret_key: {e}"))?;
         create_topics(&config).await?;
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &config.bootstrap)
+        let producer: FutureProducer = config
+            .kafka_client()
             .set("acks", "all")
             .set("linger.ms", "2")
             .set("enable.idempotence", "false")
@@ -93,7 +92,7 @@ impl Dispatcher {
         let registry = Registry::new(key);
         let apply = registry.clone();
         let (config_position, ends, task) = tail::follow(
-            &config.bootstrap,
+            &config.kafka_client(),
             topics::CONFIG,
             move |m| apply.apply(m),
             stop_rx.clone(),
@@ -114,7 +113,7 @@ impl Dispatcher {
         for topic in [topics::ATTEMPTS, topics::DLQ] {
             let index = index.clone();
             let (_, _, task) = tail::follow(
-                &config.bootstrap,
+                &config.kafka_client(),
                 topic,
                 move |m| {
                     if topic == topics::ATTEMPTS {
@@ -139,7 +138,7 @@ impl Dispatcher {
         let engine = Engine::new(config.clone(), registry, http, producer, stop_rx.clone());
         let jobs = engine.jobs.clone();
         let (replays_position, ends, task) = tail::follow(
-            &config.bootstrap,
+            &config.kafka_client(),
             topics::REPLAYS,
             move |m| jobs.apply(m),
             stop_rx.clone(),
@@ -156,7 +155,7 @@ impl Dispatcher {
         let audit = Arc::new(index::Log::new(AUDIT_KEPT));
         let apply = audit.clone();
         let (_, _, task) = tail::follow(
-            &config.bootstrap,
+            &config.kafka_client(),
             topics::AUDIT,
             move |m| apply.apply(m),
             stop_rx.clone(),
@@ -226,9 +225,7 @@ impl Dispatcher {
 
 /// Creates the dispatcher's topics (those that exist are left alone).
 async fn create_topics(config: &DispatcherConfig) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &config.bootstrap)
-        .create()?;
+    let admin: AdminClient<DefaultClientContext> = config.kafka_client().create()?;
     let replication = || TopicReplication::Fixed(-1); // the cluster's default
     let retries: Vec<String> = config.tiers().into_iter().map(topics::retry).collect();
     let mut wanted = vec![

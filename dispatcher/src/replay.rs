@@ -369,7 +369,7 @@ fn in_scope(request: &JobRequest, event: &EventRef) -> bool {
 pub struct Runner {
     engine: Arc<Engine>,
     jobs: Arc<Jobs>,
-    bootstrap: String,
+    client: ClientConfig,
     partitions: i32,
     /// Jobs running here -> their stop signal.
     running: Mutex<HashMap<String, watch::Sender<bool>>>,
@@ -386,7 +386,7 @@ impl std::fmt::Debug for Runner {
 impl Runner {
     pub fn new(engine: Arc<Engine>, jobs: Arc<Jobs>) -> Arc<Runner> {
         Arc::new(Runner {
-            bootstrap: engine.config.bootstrap.clone(),
+            client: engine.config.kafka_client(),
             partitions: engine.config.topic_partitions,
             engine,
             jobs,
@@ -398,8 +398,9 @@ impl Runner {
     /// Joins the `<group>.replays` group (its partitions say which jobs run here) and starts and
     /// stops jobs as they and the assignment change, until `stop`.
     pub async fn supervise(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        let consumer: StreamConsumer = match ClientConfig::new()
-            .set("bootstrap.servers", &self.bootstrap)
+        let consumer: StreamConsumer = match self
+            .client
+            .clone()
             .set(
                 "group.id",
                 format!("{}.replays", self.engine.config.group_id),
@@ -540,7 +541,7 @@ impl Runner {
         let dry = def.request.dry_run;
         let checkpoints = Arc::new(Checkpoints::default());
         let progress = Progress::new(checkpoints.clone());
-        let consumer = reader(&self.bootstrap)?;
+        let consumer = reader(&self.client)?;
         let mut ends = assign(&consumer, &def.plan, |p| {
             let name = format!("{}/{}", p.topic, p.partition);
             let from = state
@@ -680,7 +681,7 @@ impl Runner {
             .transpose()
             .map_err(anyhow::Error::msg)?;
         // 1. The dead letters in scope, less those already redriven.
-        let consumer = reader(&self.bootstrap)?;
+        let consumer = reader(&self.client)?;
         let mut ends = assign(&consumer, &def.plan, |p| p.start)?;
         let mut letters: BTreeMap<(i32, i64), DeadLetter> = BTreeMap::new();
         let mut redriven: HashSet<(i32, i64)> = HashSet::new();
@@ -744,7 +745,7 @@ impl Runner {
             marks,
         });
         let progress = Progress::new(pending.clone());
-        let fetcher = reader(&self.bootstrap)?;
+        let fetcher = reader(&self.client)?;
         let limiter = Self::limiter(def);
         let writer = {
             let engine = self.engine.clone();
@@ -872,9 +873,9 @@ fn assign(
 }
 
 /// A consumer that reads assigned partitions (no group, nothing committed).
-fn reader(bootstrap: &str) -> anyhow::Result<StreamConsumer> {
-    Ok(ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+fn reader(base: &ClientConfig) -> anyhow::Result<StreamConsumer> {
+    Ok(base
+        .clone()
         .set(
             "group.id",
             format!("weir-dispatcher-replay-{}", uuid::Uuid::new_v4()),
@@ -888,12 +889,12 @@ fn reader(bootstrap: &str) -> anyhow::Result<StreamConsumer> {
 
 /// Reads the record at `topic`/`partition`/`offset` (`None`: there is none).
 pub(crate) async fn read_one(
-    bootstrap: &str,
+    base: &ClientConfig,
     topic: &str,
     partition: i32,
     offset: i64,
 ) -> Option<Source> {
-    let consumer = reader(bootstrap).ok()?;
+    let consumer = reader(base).ok()?;
     let event = EventRef {
         topic: topic.to_owned(),
         partition,
@@ -980,7 +981,7 @@ pub async fn plan(
     kind: Kind,
     request: &JobRequest,
 ) -> Result<(Vec<Planned>, u64), String> {
-    let bootstrap = engine.config.bootstrap.clone();
+    let client = engine.config.kafka_client();
     let request = request.clone();
     let topics_of: Vec<String> = match kind {
         Kind::Redrive => vec![topics::DLQ.to_owned()],
@@ -997,8 +998,8 @@ pub async fn plan(
         }
     };
     tokio::task::spawn_blocking(move || -> Result<(Vec<Planned>, u64), String> {
-        let consumer: rdkafka::consumer::BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &bootstrap)
+        let consumer: rdkafka::consumer::BaseConsumer = client
+            .clone()
             .set("group.id", "weir-dispatcher-planner")
             .create()
             .map_err(|e| e.to_string())?;

@@ -67,7 +67,7 @@ impl Position {
 /// position and the offsets the topic ended at when following started (to wait for a first full
 /// read).
 pub async fn follow(
-    bootstrap: &str,
+    base: &ClientConfig,
     topic: &str,
     mut apply: impl FnMut(&BorrowedMessage<'_>) + Send + 'static,
     mut stop: watch::Receiver<bool>,
@@ -76,8 +76,8 @@ pub async fn follow(
     HashMap<i32, i64>,
     tokio::task::JoinHandle<()>,
 )> {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+    let consumer: StreamConsumer = base
+        .clone()
         .set(
             "group.id",
             format!("weir-dispatcher-tail-{}", uuid::Uuid::new_v4()),

@@ -14,8 +14,10 @@ use kafka_protocol::protocol::StrBytes;
 use tokio::sync::watch;
 use weir_common::Offset;
 
+use super::Client;
 use crate::error::storage_code;
 use crate::node::{Node, Partition};
+use crate::security::acl::{Operation, Resource};
 
 /// One partition asked for.
 struct Target {
@@ -27,7 +29,12 @@ struct Target {
     leader_epoch: i32,
 }
 
-pub(super) async fn handle(node: &Node, request: FetchRequest, version: i16) -> FetchResponse {
+pub(super) async fn handle(
+    node: &Node,
+    client: &Client,
+    request: FetchRequest,
+    version: i16,
+) -> FetchResponse {
     let topics: Vec<FetchTopic> = request.topics;
     let mut targets = Vec::new();
     for (t, topic) in topics.iter().enumerate() {
@@ -37,6 +44,14 @@ pub(super) async fn handle(node: &Node, request: FetchRequest, version: i16) -> 
         } else {
             node.topic(&topic.topic.0)
                 .ok_or(ResponseError::UnknownTopicOrPartition.code())
+        };
+        let name = resolved
+            .as_ref()
+            .map_or_else(|_| topic.topic.0.to_string(), |t| t.name.clone());
+        let resolved = if client.may(node, Operation::Read, Resource::Topic, &name) {
+            resolved
+        } else {
+            Err(ResponseError::TopicAuthorizationFailed.code())
         };
         for p in &topic.partitions {
             let partition = resolved.clone().and_then(|tp| {

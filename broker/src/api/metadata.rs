@@ -11,25 +11,60 @@ use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 use weir_controller::{ControllerError, Topic};
 
+use super::Client;
 use crate::error::controller_code;
 use crate::node::Node;
+use crate::security::acl::{CLUSTER, Operation, Resource};
 
 pub(super) async fn handle(
     node: &Node,
+    client: &Client,
     request: MetadataRequest,
     version: i16,
 ) -> MetadataResponse {
+    // All topics: those the client may describe.
+    let visible =
+        |t: &&Topic| client.may_quietly(node, Operation::Describe, Resource::Topic, &t.name);
     let topics = match request.topics {
-        None => node.topics().iter().map(|t| describe(node, t)).collect(),
+        None => node
+            .topics()
+            .iter()
+            .filter(visible)
+            .map(|t| describe(node, t))
+            .collect(),
         // Metadata v0 has no "all topics" null: an empty list means all.
-        Some(list) if list.is_empty() && version == 0 => {
-            node.topics().iter().map(|t| describe(node, t)).collect()
-        }
+        Some(list) if list.is_empty() && version == 0 => node
+            .topics()
+            .iter()
+            .filter(visible)
+            .map(|t| describe(node, t))
+            .collect(),
         Some(list) => {
             let mut out = Vec::with_capacity(list.len());
             for wanted in list {
-                let auto_create =
-                    request.allow_auto_topic_creation && node.config.auto_create_topics;
+                let name = wanted
+                    .name
+                    .as_ref()
+                    .map(|n| n.0.to_string())
+                    .or_else(|| node.topic_by_id(wanted.topic_id).map(|t| t.name.clone()));
+                if let Some(name) = &name
+                    && !client.may(node, Operation::Describe, Resource::Topic, name)
+                {
+                    out.push(
+                        MetadataResponseTopic::default()
+                            .with_name(Some(TopicName(StrBytes::from_string(name.clone()))))
+                            .with_topic_id(wanted.topic_id)
+                            .with_error_code(ResponseError::TopicAuthorizationFailed.code()),
+                    );
+                    continue;
+                }
+                // Creating a topic needs CREATE on the cluster or on the topic.
+                let auto_create = request.allow_auto_topic_creation
+                    && node.config.auto_create_topics
+                    && (client.may_quietly(node, Operation::Create, Resource::Cluster, CLUSTER)
+                        || name.as_deref().is_some_and(|n| {
+                            client.may_quietly(node, Operation::Create, Resource::Topic, n)
+                        }));
                 out.push(
                     lookup(
                         node,

@@ -3,6 +3,7 @@
 
 mod alter;
 mod api_versions;
+mod authorize;
 mod consumer_group;
 mod create_topics;
 mod delete_records;
@@ -20,26 +21,93 @@ mod offset_for_leader_epoch;
 mod offsets;
 mod produce;
 mod reassignments;
+mod security;
 mod txn;
 
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
 use kafka_protocol::protocol::{Message, VersionRange};
 
 use crate::node::Node;
+use crate::security::acl::{Access, Operation, Resource};
 
 pub(crate) use api_versions::unsupported_version_response;
 
 /// Who sent a request: what handlers may need of the connection.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Client {
     /// The connection's remote address.
     pub(crate) peer: std::net::SocketAddr,
+    /// The authenticated principal (`User:alice`), `User:ANONYMOUS` without a login.
+    pub(crate) principal: std::sync::Arc<str>,
 }
 
 impl Client {
     /// The client's host as Kafka shows it in group descriptions (`/127.0.0.1`).
     pub(crate) fn host(&self) -> String {
         format!("/{}", self.peer.ip())
+    }
+
+    /// Whether the ACLs let the client do `operation` on a resource; a refusal is logged.
+    pub(crate) fn may(
+        &self,
+        node: &Node,
+        operation: Operation,
+        resource: Resource,
+        name: &str,
+    ) -> bool {
+        let allowed = self.may_quietly(node, operation, resource, name);
+        if !allowed {
+            tracing::info!(
+                principal = %self.principal,
+                host = %self.peer.ip(),
+                operation = operation.name(),
+                resource = resource.name(),
+                name,
+                "request denied"
+            );
+        }
+        allowed
+    }
+
+    /// [`may`](Self::may) without logging a refusal (lists filtered to what the client may see).
+    pub(crate) fn may_quietly(
+        &self,
+        node: &Node,
+        operation: Operation,
+        resource: Resource,
+        name: &str,
+    ) -> bool {
+        if !node.authorizer.enabled {
+            return true;
+        }
+        node.controller.read(|s| {
+            node.authorizer.permits(
+                &s.acls,
+                Access {
+                    principal: &self.principal,
+                    host: self.peer.ip(),
+                    operation,
+                    resource,
+                    name,
+                },
+            )
+        })
+    }
+
+    /// Whether the client may do `operation` on some resource of the type (KIP-679).
+    pub(crate) fn may_any(&self, node: &Node, operation: Operation, resource: Resource) -> bool {
+        if !node.authorizer.enabled {
+            return true;
+        }
+        node.controller.read(|s| {
+            node.authorizer.permits_any(
+                &s.acls,
+                &self.principal,
+                self.peer.ip(),
+                operation,
+                resource,
+            )
+        })
     }
 }
 
@@ -119,6 +187,19 @@ pub(crate) fn supported() -> Vec<(ApiKey, VersionRange)> {
         ),
         // v2 filters by a regular expression over transactional ids, not served.
         (ApiKey::ListTransactions, VersionRange { min: 0, max: 1 }),
+        (ApiKey::SaslHandshake, SaslHandshakeRequest::VERSIONS),
+        (ApiKey::SaslAuthenticate, SaslAuthenticateRequest::VERSIONS),
+        (
+            ApiKey::DescribeUserScramCredentials,
+            DescribeUserScramCredentialsRequest::VERSIONS,
+        ),
+        (
+            ApiKey::AlterUserScramCredentials,
+            AlterUserScramCredentialsRequest::VERSIONS,
+        ),
+        (ApiKey::CreateAcls, CreateAclsRequest::VERSIONS),
+        (ApiKey::DescribeAcls, DescribeAclsRequest::VERSIONS),
+        (ApiKey::DeleteAcls, DeleteAclsRequest::VERSIONS),
     ]
 }
 
@@ -147,10 +228,14 @@ pub(crate) async fn handle(
     request: RequestKind,
 ) -> Answer {
     let version = header.request_api_version;
+    let (request, denied) = match authorize::check(node, client, request, version) {
+        Ok(checked) => checked,
+        Err(refused) => return Answer::Now(Some(refused)),
+    };
     let response = match request {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions::handle()),
         RequestKind::Metadata(r) => {
-            ResponseKind::Metadata(metadata::handle(node, r, version).await)
+            ResponseKind::Metadata(metadata::handle(node, client, r, version).await)
         }
         RequestKind::CreateTopics(r) => {
             ResponseKind::CreateTopics(create_topics::handle(node, r).await)
@@ -160,13 +245,13 @@ pub(crate) async fn handle(
         }
         RequestKind::Produce(r) => {
             let acks = r.acks;
-            let pending = produce::start(node, r, version).await;
+            let pending = produce::start(node, client, r, version).await;
             return Answer::Later(Box::pin(async move {
                 let response = pending.await;
                 (acks != 0).then_some(ResponseKind::Produce(response))
             }));
         }
-        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(node, r, version).await),
+        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(node, client, r, version).await),
         RequestKind::DescribeProducers(r) => {
             ResponseKind::DescribeProducers(describe_producers::handle(node, r).await)
         }
@@ -249,9 +334,11 @@ pub(crate) async fn handle(
         RequestKind::DescribeTopicPartitions(r) => {
             ResponseKind::DescribeTopicPartitions(describe_topic_partitions::handle(node, r))
         }
-        RequestKind::OffsetCommit(r) => ResponseKind::OffsetCommit(offsets::commit(node, r).await),
+        RequestKind::OffsetCommit(r) => {
+            ResponseKind::OffsetCommit(offsets::commit(node, client, r).await)
+        }
         RequestKind::OffsetFetch(r) => {
-            ResponseKind::OffsetFetch(offsets::fetch(node, r, version).await)
+            ResponseKind::OffsetFetch(offsets::fetch(node, client, r, version).await)
         }
         RequestKind::ListOffsets(r) => {
             ResponseKind::ListOffsets(list_offsets::handle(node, r, version).await)
@@ -262,11 +349,26 @@ pub(crate) async fn handle(
         RequestKind::ListPartitionReassignments(r) => {
             ResponseKind::ListPartitionReassignments(reassignments::list(node, r))
         }
+        RequestKind::DescribeUserScramCredentials(r) => {
+            ResponseKind::DescribeUserScramCredentials(security::describe_scram(node, client, r))
+        }
+        RequestKind::AlterUserScramCredentials(r) => {
+            ResponseKind::AlterUserScramCredentials(security::alter_scram(node, client, r).await)
+        }
+        RequestKind::CreateAcls(r) => {
+            ResponseKind::CreateAcls(security::create_acls(node, client, r).await)
+        }
+        RequestKind::DescribeAcls(r) => {
+            ResponseKind::DescribeAcls(security::describe_acls(node, client, r))
+        }
+        RequestKind::DeleteAcls(r) => {
+            ResponseKind::DeleteAcls(security::delete_acls(node, client, r).await)
+        }
         other => {
             // The connection only decodes what `supported` lists.
             tracing::error!(request = ?std::mem::discriminant(&other), "no handler for a decoded request");
             return Answer::Now(None);
         }
     };
-    Answer::Now(Some(response))
+    Answer::Now(Some(authorize::merge(node, client, response, denied)))
 }

@@ -11,40 +11,52 @@ use kafka_protocol::messages::offset_fetch_response::{
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
+use super::Client;
 use crate::group::Committed;
 use crate::node::Node;
+use crate::security::acl::{Operation, Resource};
 
-pub(super) async fn commit(node: &Node, request: OffsetCommitRequest) -> OffsetCommitResponse {
+pub(super) async fn commit(
+    node: &Node,
+    client: &Client,
+    request: OffsetCommitRequest,
+) -> OffsetCommitResponse {
     let group = request.group_id.0.to_string();
-    let allowed = node
-        .groups
-        .check_commit(
-            node,
-            &group,
-            request.generation_id_or_member_epoch,
-            &request.member_id,
-            request.group_instance_id.as_deref(),
-            request
-                .topics
-                .iter()
-                .flat_map(|t| {
-                    t.partitions
-                        .iter()
-                        .map(|p| (t.name.0.to_string(), p.partition_index))
-                })
-                .collect(),
-        )
-        .await;
+    let allowed = if !client.may(node, Operation::Read, Resource::Group, &group) {
+        ResponseError::GroupAuthorizationFailed.code()
+    } else {
+        node.groups
+            .check_commit(
+                node,
+                &group,
+                request.generation_id_or_member_epoch,
+                &request.member_id,
+                request.group_instance_id.as_deref(),
+                request
+                    .topics
+                    .iter()
+                    .flat_map(|t| {
+                        t.partitions
+                            .iter()
+                            .map(|p| (t.name.0.to_string(), p.partition_index))
+                    })
+                    .collect(),
+            )
+            .await
+    };
     let mut accepted = Vec::new();
     let mut codes: Vec<(usize, i32, i16)> = Vec::new();
     for (t, topic) in request.topics.iter().enumerate() {
         let known = node.topic(&topic.name.0);
+        let readable = client.may(node, Operation::Read, Resource::Topic, &topic.name.0);
         for p in &topic.partitions {
             let exists = known.as_ref().is_some_and(|k| {
                 usize::try_from(p.partition_index).is_ok_and(|i| i < k.partitions.len())
             });
             let code = if allowed != 0 {
                 allowed
+            } else if !readable {
+                ResponseError::TopicAuthorizationFailed.code()
             } else if !exists {
                 ResponseError::UnknownTopicOrPartition.code()
             } else {
@@ -95,8 +107,12 @@ type Wanted = Option<Vec<(String, Vec<i32>)>>;
 /// Per topic, each partition and its committed offset, if any.
 type TopicOffsets = Vec<(String, Vec<(i32, Option<Committed>)>)>;
 
-fn lookup(node: &Node, group: &str, wanted: Wanted) -> TopicOffsets {
-    let committed = node.groups.committed(group);
+fn lookup(node: &Node, client: &Client, group: &str, wanted: Wanted) -> TopicOffsets {
+    let mut committed = node.groups.committed(group);
+    // Topics the client may not describe: refused when asked for, left out of "all".
+    committed.retain(|(topic, _), _| {
+        client.may_quietly(node, Operation::Describe, Resource::Topic, topic)
+    });
     match wanted {
         Some(topics) => topics
             .into_iter()
@@ -123,12 +139,27 @@ fn lookup(node: &Node, group: &str, wanted: Wanted) -> TopicOffsets {
 
 pub(super) async fn fetch(
     node: &Node,
+    client: &Client,
     request: OffsetFetchRequest,
     version: i16,
 ) -> OffsetFetchResponse {
     let s = |t: &str| StrBytes::from_string(t.to_string());
+    let coordinates = |group: &str| {
+        if client.may(node, Operation::Describe, Resource::Group, group) {
+            node.groups.coordinates(node, group)
+        } else {
+            Err(ResponseError::GroupAuthorizationFailed.code())
+        }
+    };
+    let topic_code = |topic: &str| {
+        if client.may(node, Operation::Describe, Resource::Topic, topic) {
+            0
+        } else {
+            ResponseError::TopicAuthorizationFailed.code()
+        }
+    };
     if version < 8 {
-        if let Err(code) = node.groups.coordinates(node, &request.group_id.0) {
+        if let Err(code) = coordinates(&request.group_id.0) {
             // v2+ carry the error for the group; v0-1 only per partition.
             let topics = request
                 .topics
@@ -160,9 +191,10 @@ pub(super) async fn fetch(
                 .collect()
         });
         let (stable, group) = (request.require_stable, &request.group_id.0);
-        let topics = lookup(node, &request.group_id.0, wanted)
+        let topics = lookup(node, client, &request.group_id.0, wanted)
             .into_iter()
             .map(|(topic, partitions)| {
+                let denied = topic_code(&topic);
                 OffsetFetchResponseTopic::default()
                     .with_name(TopicName(s(&topic)))
                     .with_partitions(
@@ -174,7 +206,11 @@ pub(super) async fn fetch(
                                     leader_epoch: -1,
                                     metadata: None,
                                 });
-                                let code = unstable_code(node, stable, group, &topic, p);
+                                let code = if denied != 0 {
+                                    denied
+                                } else {
+                                    unstable_code(node, stable, group, &topic, p)
+                                };
                                 OffsetFetchResponsePartition::default()
                                     .with_partition_index(p)
                                     .with_committed_offset(c.offset)
@@ -190,7 +226,7 @@ pub(super) async fn fetch(
     }
     let mut groups = Vec::with_capacity(request.groups.len());
     for g in request.groups {
-        if let Err(code) = node.groups.coordinates(node, &g.group_id.0) {
+        if let Err(code) = coordinates(&g.group_id.0) {
             groups.push(
                 OffsetFetchResponseGroup::default()
                     .with_group_id(g.group_id)
@@ -220,9 +256,10 @@ pub(super) async fn fetch(
                     .collect()
             });
             let (stable, group) = (request.require_stable, &g.group_id.0);
-            let topics = lookup(node, &g.group_id.0, wanted)
+            let topics = lookup(node, client, &g.group_id.0, wanted)
                 .into_iter()
                 .map(|(topic, partitions)| {
+                    let denied = topic_code(&topic);
                     OffsetFetchResponseTopics::default()
                         .with_name(TopicName(s(&topic)))
                         .with_partitions(
@@ -234,7 +271,11 @@ pub(super) async fn fetch(
                                         leader_epoch: -1,
                                         metadata: None,
                                     });
-                                    let code = unstable_code(node, stable, group, &topic, p);
+                                    let code = if denied != 0 {
+                                        denied
+                                    } else {
+                                        unstable_code(node, stable, group, &topic, p)
+                                    };
                                     OffsetFetchResponsePartitions::default()
                                         .with_partition_index(p)
                                         .with_committed_offset(c.offset)

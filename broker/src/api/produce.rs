@@ -23,19 +23,31 @@ use weir_storage::{Durable, Stream};
 
 use std::sync::Arc;
 
+use super::Client;
 use crate::batch;
 use crate::error::{batch_code, storage_code};
 use crate::node::Node;
 use crate::producers::{BatchIds, PartitionProducers, Verdict};
+use crate::security::acl::{Operation, Resource};
 use crate::topic_config;
 
 /// The second step of a Produce: waits for durability, then answers.
 pub(crate) type Pending = BoxFuture<'static, ProduceResponse>;
 
 /// Validates and queues every batch of the request, in order; returns the wait for durability.
-pub(super) async fn start(node: &Node, request: ProduceRequest, version: i16) -> Pending {
+pub(super) async fn start(
+    node: &Node,
+    client: &Client,
+    request: ProduceRequest,
+    version: i16,
+) -> Pending {
     let mut topics = Vec::with_capacity(request.topic_data.len());
     let mut leaders = std::collections::BTreeSet::new();
+    // A transactional producer needs WRITE on its transactional id (then on each topic).
+    let transaction_denied = request
+        .transactional_id
+        .as_ref()
+        .is_some_and(|id| !client.may(node, Operation::Write, Resource::TransactionalId, &id.0));
     for data in request.topic_data {
         let topic = if version >= 13 {
             node.topic_by_id(data.topic_id)
@@ -47,9 +59,22 @@ pub(super) async fn start(node: &Node, request: ProduceRequest, version: i16) ->
         } else {
             ResponseError::UnknownTopicOrPartition
         };
+        let name = topic
+            .as_ref()
+            .map_or_else(|| data.name.0.to_string(), |t| t.name.clone());
+        let (topic, refusal) = if transaction_denied {
+            (
+                None,
+                ResponseError::TransactionalIdAuthorizationFailed.code(),
+            )
+        } else if !client.may(node, Operation::Write, Resource::Topic, &name) {
+            (None, ResponseError::TopicAuthorizationFailed.code())
+        } else {
+            (topic, unknown.code())
+        };
         let mut partitions = Vec::with_capacity(data.partition_data.len());
         for p in data.partition_data {
-            let mut queued = enqueue(node, topic.as_ref(), p, unknown.code()).await;
+            let mut queued = enqueue(node, topic.as_ref(), p, refusal).await;
             // KIP-951: a partition led elsewhere answers with its leader, so the client need not
             // wait for a metadata refresh.
             if version >= 10
