@@ -456,10 +456,17 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let server = Server::start(config.clone()).await?;
     let dispatcher = weir_broker::dispatch::start_in_serve(&server, &config).await?;
     // One line on stdout with the bound addresses (ports may have been 0), for scripts and tests.
+    // `listeners=`: every Kafka listener, in the configured order (then the internal one).
+    let listeners: Vec<String> = server
+        .kafka_addrs()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     println!(
-        "weir serving kafka={} admin={}",
+        "weir serving kafka={} admin={} listeners={}",
         server.kafka_addr(),
-        server.admin_addr()
+        server.admin_addr(),
+        listeners.join(",")
     );
     use std::io::Write;
     std::io::stdout().flush()?;

@@ -462,3 +462,124 @@ async fn acls_decide_who_reads_and_writes() {
     let again = tokio::task::block_in_place(|| read("alice", "billing-4"));
     assert_eq!(again.unwrap(), 5);
 }
+
+/// A SCRAM-SHA-256 login on a new raw connection.
+fn logged_in(node: &InProcess, user: &str, password: &str) -> Raw {
+    let mut raw = Raw::connect_to(node.server.kafka_addr());
+    assert!(
+        scram_login(&mut raw, Hash::Sha256, user, password),
+        "{user} logs in"
+    );
+    raw
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_and_topic_actions_need_their_acls() {
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    use kafka_protocol::messages::write_txn_markers_request::{
+        WritableTxnMarker, WritableTxnMarkerTopic,
+    };
+    use kafka_protocol::messages::{
+        CreateTopicsRequest, CreateTopicsResponse, DescribeAclsRequest, DescribeAclsResponse,
+        ProducerId, TopicName, WriteTxnMarkersRequest, WriteTxnMarkersResponse,
+    };
+    let node = InProcess::start_with(|c| {
+        c.listeners = sasl_listener();
+        c.authorizer = AuthorizerKind::Acl;
+        c.super_users = vec!["User:admin".into()];
+    })
+    .await;
+    tokio::task::block_in_place(|| {
+        add_user(&node, "admin", "SCRAM-SHA-256", "admin-pw");
+        add_user(&node, "mallory", "SCRAM-SHA-256", "mallory-pw");
+        let create = |name: &'static str| {
+            CreateTopicsRequest::default()
+                .with_topics(vec![
+                    CreatableTopic::default()
+                        .with_name(TopicName(StrBytes::from_static_str(name)))
+                        .with_num_partitions(1)
+                        .with_replication_factor(1),
+                ])
+                .with_timeout_ms(10_000)
+        };
+        let created = |raw: &mut Raw, name| {
+            let mut body = raw.request(ApiKey::CreateTopics, 7, &create(name)).unwrap();
+            CreateTopicsResponse::decode(&mut body, 7).unwrap().topics[0].error_code
+        };
+        let mut admin = logged_in(&node, "admin", "admin-pw");
+        assert_eq!(created(&mut admin, "payments"), 0, "a super user creates");
+        let mut mallory = logged_in(&node, "mallory", "mallory-pw");
+        assert_eq!(
+            created(&mut mallory, "mine"),
+            29,
+            "TOPIC_AUTHORIZATION_FAILED"
+        );
+
+        // Transaction markers are a cluster action: no client writes them without the ACL.
+        let markers = WriteTxnMarkersRequest::default().with_markers(vec![
+            WritableTxnMarker::default()
+                .with_producer_id(ProducerId(7))
+                .with_producer_epoch(0)
+                .with_transaction_result(true)
+                .with_topics(vec![
+                    WritableTxnMarkerTopic::default()
+                        .with_name(TopicName(StrBytes::from_static_str("payments")))
+                        .with_partition_indexes(vec![0]),
+                ]),
+        ]);
+        let mut body = mallory
+            .request(ApiKey::WriteTxnMarkers, 1, &markers)
+            .unwrap();
+        let answer = WriteTxnMarkersResponse::decode(&mut body, 1).unwrap();
+        assert_eq!(
+            answer.markers[0].topics[0].partitions[0].error_code, 31,
+            "CLUSTER_AUTHORIZATION_FAILED"
+        );
+
+        // Metadata of all topics lists none of those mallory may not describe.
+        let mut body = mallory
+            .request(
+                ApiKey::Metadata,
+                12,
+                &MetadataRequest::default().with_topics(None),
+            )
+            .unwrap();
+        let topics = MetadataResponse::decode(&mut body, 12).unwrap().topics;
+        assert!(topics.is_empty(), "{topics:?}");
+        let mut body = admin
+            .request(
+                ApiKey::Metadata,
+                12,
+                &MetadataRequest::default().with_topics(None),
+            )
+            .unwrap();
+        let topics = MetadataResponse::decode(&mut body, 12).unwrap().topics;
+        assert!(
+            topics
+                .iter()
+                .any(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == "payments")),
+            "{topics:?}"
+        );
+
+        // DescribeAcls needs DESCRIBE on the cluster.
+        let filter = DescribeAclsRequest::default()
+            .with_resource_type_filter(1)
+            .with_pattern_type_filter(1)
+            .with_operation(1)
+            .with_permission_type(1);
+        let mut body = mallory.request(ApiKey::DescribeAcls, 3, &filter).unwrap();
+        assert_eq!(
+            DescribeAclsResponse::decode(&mut body, 3)
+                .unwrap()
+                .error_code,
+            31
+        );
+        let mut body = admin.request(ApiKey::DescribeAcls, 3, &filter).unwrap();
+        assert_eq!(
+            DescribeAclsResponse::decode(&mut body, 3)
+                .unwrap()
+                .error_code,
+            0
+        );
+    });
+}

@@ -35,8 +35,8 @@ pub(super) enum Denied {
     Names(Vec<StrBytes>),
     /// Config resources (type, name).
     Configs(Vec<(i8, StrBytes)>),
-    /// FindCoordinator v4+ keys.
-    Keys(Vec<StrBytes>),
+    /// FindCoordinator v4+ keys, with the error their key type calls for.
+    Keys(Vec<StrBytes>, i16),
     /// Answer lists filtered to what the client may describe.
     Filter,
 }
@@ -329,7 +329,7 @@ pub(super) fn check(
                     .into_iter()
                     .partition(|k| allowed(k));
                 r.coordinator_keys = kept;
-                (RequestKind::FindCoordinator(r), Denied::Keys(denied))
+                (RequestKind::FindCoordinator(r), Denied::Keys(denied, code))
             }
         }
         RequestKind::ListOffsets(mut r) => {
@@ -685,15 +685,13 @@ pub(super) fn merge(
                 }));
             ResponseKind::OffsetDelete(r)
         }
-        (ResponseKind::FindCoordinator(mut r), Keys(denied)) => {
-            // The key type is not in the response; a denied key is a group or a transactional
-            // id, and clients act on the error either way.
+        (ResponseKind::FindCoordinator(mut r), Keys(denied, code)) => {
             r.coordinators.extend(denied.into_iter().map(|key| {
                 find_coordinator_response::Coordinator::default()
                     .with_key(key)
                     .with_node_id(BrokerId(-1))
                     .with_port(-1)
-                    .with_error_code(GROUP)
+                    .with_error_code(code)
             }));
             ResponseKind::FindCoordinator(r)
         }

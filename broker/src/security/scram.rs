@@ -298,8 +298,14 @@ impl Exchange<'_> {
         if binding != Some(B64.encode(self.gs2_header.as_bytes()).as_str()) {
             return Err("client-final: channel binding differs from the GS2 header".into());
         }
-        if nonce != Some(self.nonce) {
-            return Err("client-final: nonce differs".into());
+        // As Kafka, a nonce that ends with the server's is accepted: librdkafka 2.0 (Debian's
+        // kcat) repeats the client's part in front. It still carries this exchange's fresh part.
+        if !nonce.is_some_and(|n| n.ends_with(self.nonce)) {
+            return Err(format!(
+                "client-final: nonce {:?} differs from {:?}",
+                nonce.unwrap_or_default(),
+                self.nonce
+            ));
         }
         let proof = B64
             .decode(proof)
@@ -434,6 +440,38 @@ mod tests {
             assert_eq!(exchange(mechanism, &stored, "pencil").unwrap(), "al=ice");
             assert!(exchange(mechanism, &stored, "pencils").is_err());
         }
+    }
+
+    #[test]
+    fn a_nonce_repeating_the_clients_part_is_accepted_as_kafka_does() {
+        // librdkafka 2.0 sends r=<client nonce><server nonce> in its final message.
+        let stored = Credential::from_password(Mechanism::Sha256, "pencil", MIN_ITERATIONS);
+        let mut server = ScramServer::new(Mechanism::Sha256);
+        let bare = "n=user,r=abc";
+        let Ok(Step::Challenge(first)) =
+            server.step(format!("n,,{bare}").as_bytes(), |_| Some(stored.clone()))
+        else {
+            panic!("a challenge first")
+        };
+        let first = String::from_utf8(first).unwrap();
+        let (last, _) = client_final(Mechanism::Sha256, "pencil", bare, &first);
+        let doubled = last.replacen("r=", "r=abc", 1);
+        assert!(matches!(
+            server.step(doubled.as_bytes(), |_| None),
+            Ok(Step::Done { .. })
+        ));
+        // A nonce that does not end with the server's is refused.
+        let mut server = ScramServer::new(Mechanism::Sha256);
+        let Ok(Step::Challenge(first)) =
+            server.step(format!("n,,{bare}").as_bytes(), |_| Some(stored.clone()))
+        else {
+            panic!("a challenge first")
+        };
+        let first = String::from_utf8(first).unwrap();
+        let (last, _) = client_final(Mechanism::Sha256, "pencil", bare, &first);
+        let (head, proof) = last.rsplit_once(",p=").unwrap();
+        let forged = format!("{}x,p={proof}", head);
+        assert!(server.step(forged.as_bytes(), |_| None).is_err());
     }
 
     #[test]
