@@ -583,3 +583,126 @@ async fn cluster_and_topic_actions_need_their_acls() {
         );
     });
 }
+
+/// In a cluster, credentials and ACLs changed on one broker (through the active controller, over
+/// gRPC) hold on every broker: a user made on broker 2 is listed by broker 1, and an ACL made on
+/// broker 2 lets clients write to partitions led by either broker, while others stay refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_changes_hold_on_every_broker_of_a_cluster() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let objects = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", objects.path().display());
+    let env: Vec<(String, String)> = [
+        ("WEIR_CLUSTER__SESSION_TIMEOUT_MS", "2000"),
+        ("WEIR_CLUSTER__HEARTBEAT_INTERVAL_MS", "300"),
+        ("WEIR_OBJECT_WAL__FLUSH_INTERVAL_MS", "20"),
+        ("WEIR_OFFSETS_TOPIC_PARTITIONS", "2"),
+        ("WEIR_AUTHORIZER", "acl"),
+        ("WEIR_SUPER_USERS", r#"["User:admin"]"#),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let mut cluster =
+        weir_tests::cluster::Cluster::new(env!("CARGO_BIN_EXE_weir").as_ref(), &url, &env);
+    cluster.start(1, true);
+    cluster.start(2, false);
+    let admin2 = format!("http://{}", cluster.broker(2).admin);
+    let weir = |args: &[&str], stdin: &str| {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(["admin", "--url", &admin2])
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .output_piped();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "weir admin {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    tokio::task::block_in_place(|| {
+        weir(&["scram", "set", "carol", "--password-stdin"], "carol-pw\n");
+        weir(
+            &[
+                "acl",
+                "add",
+                "--principal",
+                "User:ANONYMOUS",
+                "--operation",
+                "ALL",
+                "--topic",
+                "shared",
+            ],
+            "",
+        );
+    });
+    // Broker 1 (the controller) knows the user made through broker 2.
+    let (status, users) = cluster.admin_get(1, "/v1/security/scram");
+    assert_eq!(status, 200, "{users}");
+    assert!(users.contains("\"carol\""), "{users}");
+
+    // Clients without a login may use "shared" on both brokers, and nothing else.
+    let bootstrap = cluster.bootstrap();
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .unwrap();
+    let created = admin
+        .create_topics(
+            [
+                &NewTopic::new("shared", 4, TopicReplication::Fixed(1)),
+                &NewTopic::new("private", 1, TopicReplication::Fixed(1)),
+            ],
+            &AdminOptions::new(),
+        )
+        .await
+        .unwrap();
+    assert!(created[0].is_ok(), "{created:?}");
+    assert!(
+        matches!(
+            created[1],
+            Err((_, RDKafkaErrorCode::TopicAuthorizationFailed))
+        ),
+        "{created:?}"
+    );
+    let leaders = tokio::task::block_in_place(|| {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .create()
+            .unwrap();
+        let metadata = consumer
+            .fetch_metadata(Some("shared"), Duration::from_secs(10))
+            .unwrap();
+        metadata.topics()[0]
+            .partitions()
+            .iter()
+            .map(|p| p.leader())
+            .collect::<std::collections::BTreeSet<_>>()
+    });
+    assert_eq!(leaders.len(), 2, "partitions on both brokers: {leaders:?}");
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("message.timeout.ms", "10000")
+        .create()
+        .unwrap();
+    for partition in 0..4 {
+        let sent = producer
+            .send(
+                FutureRecord::to("shared")
+                    .partition(partition)
+                    .payload("x")
+                    .key("k"),
+                Duration::from_secs(10),
+            )
+            .await;
+        assert!(sent.is_ok(), "partition {partition}: {sent:?}");
+    }
+}
