@@ -305,7 +305,7 @@ async fn process(
     let frame_len = frame.len();
     if session.expects_token() {
         // After SaslHandshake v0 the exchange's tokens come as bare frames.
-        return match session.authenticate(node, &frame) {
+        return match session.authenticate(node, &frame).await {
             Ok(reply) => {
                 client.principal = session.principal.clone();
                 Outcome::Respond(Bytes::from(reply))
@@ -361,7 +361,7 @@ async fn process(
             };
         }
         RequestKind::SaslAuthenticate(r) => {
-            let (response, refused) = match session.authenticate(node, &r.auth_bytes) {
+            let (response, refused) = match session.authenticate(node, &r.auth_bytes).await {
                 Ok(reply) => {
                     client.principal = session.principal.clone();
                     (

@@ -55,6 +55,14 @@ pub async fn start_in_broker(
 
 async fn start(server: &Server, mut config: DispatcherConfig) -> anyhow::Result<Dispatcher> {
     config.bootstrap = server.plaintext_kafka_addr().to_string();
+    // Webhooks never reach this broker's own APIs (admin, Kafka, gRPC) on a local address.
+    config.own_ports = server
+        .kafka_addrs()
+        .into_iter()
+        .chain([server.admin_addr()])
+        .chain(server.rpc_addr())
+        .map(|a| a.port())
+        .collect();
     if !config.kafka.contains_key("security.protocol") {
         config.kafka.extend(server.in_process_client_properties());
     }
@@ -65,29 +73,12 @@ async fn start(server: &Server, mut config: DispatcherConfig) -> anyhow::Result<
 
 /// The key in `path`, made (32 random bytes, base64, readable only by this user) if missing.
 fn key_file(path: &Path) -> anyhow::Result<String> {
-    match std::fs::read_to_string(path) {
-        Ok(key) => Ok(key.trim().to_owned()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let key = weir_dispatcher::crypto::SecretKey::generate();
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create_new(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            let mut file = options.open(path).map_err(|e| {
-                anyhow::anyhow!("cannot create the dispatcher key {}: {e}", path.display())
-            })?;
-            std::io::Write::write_all(&mut file, key.as_bytes())?;
-            file.sync_all()?;
-            tracing::warn!(
-                path = %path.display(),
-                "dispatcher.secret_key not set: generated one (endpoint secrets are encrypted with \
-                 it; keep the file with the data)"
-            );
-            Ok(key)
-        }
-        Err(e) => Err(anyhow::anyhow!(
-            "cannot read the dispatcher key {}: {e}",
-            path.display()
-        )),
-    }
+    crate::security::secret_file(path, "the dispatcher key", || {
+        tracing::warn!(
+            path = %path.display(),
+            "dispatcher.secret_key not set: generated one (endpoint secrets are encrypted with \
+             it; keep the file with the data)"
+        );
+        weir_dispatcher::crypto::SecretKey::generate()
+    })
 }

@@ -136,6 +136,13 @@ struct AdminArgs {
     /// A broker's admin HTTP address
     #[arg(long, env = "WEIR_ADMIN_URL", default_value = "http://127.0.0.1:9644")]
     url: String,
+    /// The broker's admin token (scram and acl commands): its data_dir/admin.token
+    #[arg(
+        long,
+        env = "WEIR_ADMIN_TOKEN_FILE",
+        default_value = "weir-data/admin.token"
+    )]
+    token_file: PathBuf,
     #[command(subcommand)]
     action: AdminAction,
 }
@@ -575,8 +582,14 @@ async fn admin(args: AdminArgs) -> anyhow::Result<()> {
         AdminAction::Drain { broker } => {
             ("/v1/cluster/drain", serde_json::json!({ "broker": broker }))
         }
-        AdminAction::Scram { action } => return admin_scram(&client, &base, action).await,
-        AdminAction::Acl { action } => return admin_acl(&client, &base, action).await,
+        AdminAction::Scram { action } => {
+            let client = with_admin_token(&args.token_file)?;
+            return admin_scram(&client, &base, action).await;
+        }
+        AdminAction::Acl { action } => {
+            let client = with_admin_token(&args.token_file)?;
+            return admin_acl(&client, &base, action).await;
+        }
     };
     let answer = client
         .post(format!("{base}{path}"))
@@ -601,6 +614,25 @@ async fn admin_call(request: reqwest::RequestBuilder, what: &str) -> anyhow::Res
         anyhow::bail!("{what}: {status}: {text}");
     }
     Ok(text)
+}
+
+/// An HTTP client presenting the broker's admin token (read from its file).
+fn with_admin_token(path: &std::path::Path) -> anyhow::Result<reqwest::Client> {
+    let token = std::fs::read_to_string(path).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot read the admin token {} ({e}): give the broker's data_dir/admin.token with \
+             --token-file",
+            path.display()
+        )
+    })?;
+    let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.trim()))?;
+    value.set_sensitive(true);
+    let headers = [(reqwest::header::AUTHORIZATION, value)]
+        .into_iter()
+        .collect();
+    Ok(reqwest::Client::builder()
+        .default_headers(headers)
+        .build()?)
 }
 
 async fn admin_scram(

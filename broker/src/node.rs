@@ -49,6 +49,8 @@ pub struct Node {
     /// The password of this process's own clients (the embedded dispatcher) on its internal
     /// listener: random, never stored, never sent off this host.
     pub internal_secret: String,
+    /// The bearer token of the admin API's security endpoints (`data_dir/admin.token`).
+    pub admin_token: String,
     /// This node, for the tasks it starts (set once it is shared).
     me: std::sync::OnceLock<std::sync::Weak<Node>>,
     /// Bytes produced and fetched per partition since the last load report (for the balancer).
@@ -92,6 +94,7 @@ impl Node {
         Self {
             authorizer,
             internal_secret,
+            admin_token: String::new(),
             config,
             controller,
             storage,
@@ -103,6 +106,12 @@ impl Node {
             me: std::sync::OnceLock::new(),
             traffic: std::sync::Mutex::new((std::time::Instant::now(), Default::default())),
         }
+    }
+
+    /// The node with its admin token (see [`crate::security::http::admin_token`]).
+    pub fn with_admin_token(mut self, token: String) -> Self {
+        self.admin_token = token;
+        self
     }
 
     /// Shares the node: wraps it in an `Arc` that [`Node::me`] returns.

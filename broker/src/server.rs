@@ -231,6 +231,7 @@ impl Server {
             storage,
             cluster_id,
         )
+        .with_admin_token(crate::security::http::admin_token(&config.data_dir)?)
         .shared();
         node.open_all().await?;
         if node.topic(crate::group::OFFSETS_TOPIC).is_none() {
@@ -399,6 +400,7 @@ impl Server {
             storage,
             cluster_id,
         )
+        .with_admin_token(crate::security::http::admin_token(&config.data_dir)?)
         .shared();
         let _ = node_cell.set(Arc::downgrade(&node));
         if node.topic(crate::group::OFFSETS_TOPIC).is_none() {

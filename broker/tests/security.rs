@@ -46,6 +46,8 @@ fn add_user(node: &InProcess, user: &str, mechanism: &str, password: &str) {
             "admin",
             "--url",
             &format!("http://{}", node.server.admin_addr()),
+            "--token-file",
+            &token_file(node),
             "scram",
             "set",
             user,
@@ -76,6 +78,8 @@ fn admin_acl(node: &InProcess, args: &[&str]) {
             "admin",
             "--url",
             &format!("http://{}", node.server.admin_addr()),
+            "--token-file",
+            &token_file(node),
             "acl",
         ])
         .args(args)
@@ -86,6 +90,11 @@ fn admin_acl(node: &InProcess, args: &[&str]) {
         "weir admin acl {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The node's admin token file (its data directory's `admin.token`).
+fn token_file(node: &InProcess) -> String {
+    node.dir.path().join("admin.token").display().to_string()
 }
 
 trait Piped {
@@ -608,10 +617,11 @@ async fn security_changes_hold_on_every_broker_of_a_cluster() {
         weir_tests::cluster::Cluster::new(env!("CARGO_BIN_EXE_weir").as_ref(), &url, &env);
     cluster.start(1, true);
     cluster.start(2, false);
-    let admin2 = format!("http://{}", cluster.broker(2).admin);
-    let weir = |args: &[&str], stdin: &str| {
+    let weir = |broker: u32, args: &[&str], stdin: &str| {
+        let url = format!("http://{}", cluster.broker(broker).admin);
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
-            .args(["admin", "--url", &admin2])
+            .args(["admin", "--url", &url, "--token-file"])
+            .arg(cluster.data_dir(broker).join("admin.token"))
             .args(args)
             .stdin(std::process::Stdio::piped())
             .output_piped();
@@ -627,10 +637,16 @@ async fn security_changes_hold_on_every_broker_of_a_cluster() {
             "weir admin {args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        String::from_utf8(out.stdout).unwrap()
     };
     tokio::task::block_in_place(|| {
-        weir(&["scram", "set", "carol", "--password-stdin"], "carol-pw\n");
         weir(
+            2,
+            &["scram", "set", "carol", "--password-stdin"],
+            "carol-pw\n",
+        );
+        weir(
+            2,
             &[
                 "acl",
                 "add",
@@ -645,9 +661,11 @@ async fn security_changes_hold_on_every_broker_of_a_cluster() {
         );
     });
     // Broker 1 (the controller) knows the user made through broker 2.
-    let (status, users) = cluster.admin_get(1, "/v1/security/scram");
-    assert_eq!(status, 200, "{users}");
+    let users = tokio::task::block_in_place(|| weir(1, &["scram", "list"], ""));
     assert!(users.contains("\"carol\""), "{users}");
+    // Without the token the endpoint refuses.
+    let (status, refused) = cluster.admin_get(1, "/v1/security/scram");
+    assert_eq!(status, 401, "{refused}");
 
     // Clients without a login may use "shared" on both brokers, and nothing else.
     let bootstrap = cluster.bootstrap();

@@ -24,6 +24,11 @@ pub struct DispatcherConfig {
     /// them otherwise), e.g. `["127.0.0.0/8", "::1/128"]`. Unset: none, except in `weir serve`,
     /// which allows loopback (a development setup) and says so at start-up.
     pub allow_cidrs: Option<Vec<ipnet::IpNet>>,
+    /// The ports of the process the dispatcher runs in (its admin, Kafka and gRPC listeners): never
+    /// a webhook target on a non-public address, whatever `allow_cidrs` says, so an endpoint
+    /// cannot make the dispatcher call its own broker's APIs. Set by the broker, not configured.
+    #[serde(skip)]
+    pub own_ports: Vec<u16>,
     /// The retry topics' delays in seconds, one topic `weir.dispatch.retry.<delay>s` each.
     /// Default 5, 300, 1800, 7200, 18000, 36000.
     pub retry_tiers_s: Vec<u64>,
@@ -88,6 +93,7 @@ impl Default for DispatcherConfig {
             group_id: "weir-dispatcher".into(),
             secret_key: None,
             allow_cidrs: None,
+            own_ports: Vec::new(),
             retry_tiers_s: vec![5, 300, 1800, 7200, 18_000, 36_000],
             topic_partitions: 6,
             secret_overlap_s: 86_400,

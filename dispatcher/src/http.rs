@@ -14,12 +14,28 @@ use crate::task::ErrorClass;
 #[derive(Debug, Clone, Default)]
 pub struct Guard {
     allow: Vec<ipnet::IpNet>,
+    /// Ports of this process's own listeners: denied on every non-public address.
+    own_ports: Vec<u16>,
 }
 
 impl Guard {
     /// A guard allowing `allow` besides public addresses.
     pub fn new(allow: Vec<ipnet::IpNet>) -> Guard {
-        Guard { allow }
+        Guard {
+            allow,
+            own_ports: Vec::new(),
+        }
+    }
+
+    /// The guard, also denying `ports` on every non-public address (this process's listeners).
+    pub fn with_own_ports(mut self, ports: Vec<u16>) -> Guard {
+        self.own_ports = ports;
+        self
+    }
+
+    /// Whether a request may go to `ip`:`port` as far as this process's own listeners go.
+    fn permits_port(&self, ip: IpAddr, port: u16) -> bool {
+        is_public(ip) || !self.own_ports.contains(&port)
     }
 
     /// Whether a request may go to `ip`.
@@ -146,10 +162,43 @@ impl Http {
         (!self.guard.permits(ip)).then(|| format!("{ip} is denied by the SSRF guard"))
     }
 
+    /// Why a URL may not be called: it names one of this process's own listeners (by address or
+    /// through a name resolving to a non-public address).
+    async fn refuses_own(&self, url: &str) -> Option<String> {
+        if self.guard.own_ports.is_empty() {
+            return None;
+        }
+        let url = reqwest::Url::parse(url).ok()?;
+        let port = url.port_or_known_default()?;
+        if self.guard.own_ports.contains(&port) {
+            let ips: Vec<IpAddr> = match url.host()? {
+                url::Host::Ipv4(v4) => vec![IpAddr::V4(v4)],
+                url::Host::Ipv6(v6) => vec![IpAddr::V6(v6)],
+                url::Host::Domain(name) => tokio::net::lookup_host((name, port))
+                    .await
+                    .map(|addrs| addrs.map(|a| a.ip()).collect())
+                    .unwrap_or_default(),
+            };
+            if let Some(ip) = ips
+                .into_iter()
+                .find(|ip| !self.guard.permits_port(*ip, port))
+            {
+                return Some(format!(
+                    "{ip}:{port} is one of this broker's own listeners (denied by the SSRF guard)"
+                ));
+            }
+        }
+        None
+    }
+
     /// Makes one attempt.
     pub async fn send(&self, request: Request<'_>) -> Answer {
         let started = Instant::now();
-        if let Some(why) = self.refuses(request.url) {
+        let refused = match self.refuses(request.url) {
+            Some(why) => Some(why),
+            None => self.refuses_own(request.url).await,
+        };
+        if let Some(why) = refused {
             return Answer {
                 status: None,
                 error: Some(ErrorClass::Blocked),
@@ -288,6 +337,30 @@ pub fn new_traceparent() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn webhooks_never_reach_this_brokers_own_listeners() {
+        // weir serve allows loopback targets; its own ports stay out of reach.
+        let guard = Guard::new(vec!["127.0.0.0/8".parse().unwrap()]).with_own_ports(vec![9644]);
+        let http = Http::new(guard).unwrap();
+        for url in [
+            "http://127.0.0.1:9644/v1/security/acls",
+            "http://localhost:9644/v1/cluster/drain",
+            "http://127.0.0.2:9644/",
+        ] {
+            assert!(http.refuses_own(url).await.is_some(), "{url}");
+        }
+        assert!(
+            http.refuses_own("http://127.0.0.1:8080/hook")
+                .await
+                .is_none()
+        );
+        assert!(
+            http.refuses_own("http://93.184.216.34:9644/hook")
+                .await
+                .is_none()
+        );
+    }
 
     #[test]
     fn the_guard_denies_private_targets_unless_allowed() {

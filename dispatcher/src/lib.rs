@@ -132,9 +132,10 @@ impl Dispatcher {
             .await?;
             tasks.push(task);
         }
-        let http = http::Http::new(http::Guard::new(
-            config.allow_cidrs.clone().unwrap_or_default(),
-        ))?;
+        let http = http::Http::new(
+            http::Guard::new(config.allow_cidrs.clone().unwrap_or_default())
+                .with_own_ports(config.own_ports.clone()),
+        )?;
         let engine = Engine::new(config.clone(), registry, http, producer, stop_rx.clone());
         let jobs = engine.jobs.clone();
         let (replays_position, ends, task) = tail::follow(

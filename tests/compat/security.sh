@@ -67,14 +67,15 @@ LISTENERS=$(sed -n 's/^weir serving .* listeners=\([^ ]*\).*/\1/p' "$DIR/out")
 SASL=$(echo "$LISTENERS" | cut -d, -f2)
 SASL_SSL=$(echo "$LISTENERS" | cut -d, -f3)
 scram_set() { # user mechanism password
-  echo "$3" | "$WEIR" admin --url "$ADMIN" scram set "$1" --mechanism "$2" --password-stdin >/dev/null
+  echo "$3" | "$WEIR" admin --url "$ADMIN" --token-file "$DIR/data/admin.token" scram set "$1" \
+    --mechanism "$2" --password-stdin >/dev/null
 }
 scram_set admin SCRAM-SHA-512 admin-pw
 scram_set alice SCRAM-SHA-256 alice-pw
 scram_set bob SCRAM-SHA-256 bob-pw
 # The TLS checks run without a login (User:ANONYMOUS): ACLs for their topic and group.
-"$WEIR" admin --url "$ADMIN" acl add --principal User:ANONYMOUS --operation ALL --topic tls-topic >/dev/null
-"$WEIR" admin --url "$ADMIN" acl add --principal User:ANONYMOUS --operation ALL --group tls-reader >/dev/null
+"$WEIR" admin --url "$ADMIN" --token-file "$DIR/data/admin.token" acl add --principal User:ANONYMOUS --operation ALL --topic tls-topic >/dev/null
+"$WEIR" admin --url "$ADMIN" --token-file "$DIR/data/admin.token" acl add --principal User:ANONYMOUS --operation ALL --group tls-reader >/dev/null
 
 passed=0
 failed=0

@@ -128,6 +128,11 @@ impl Cluster {
         self.brokers.values()
     }
 
+    /// A broker's data directory (its `admin.token` is there).
+    pub fn data_dir(&self, node_id: u32) -> PathBuf {
+        self.dir.path().join(format!("broker-{node_id}"))
+    }
+
     /// A running broker.
     pub fn broker(&self, node_id: u32) -> &Broker {
         &self.brokers[&node_id]

@@ -8,8 +8,9 @@
 //!   TOPIC_/GROUP_/TRANSACTIONAL_ID_/CLUSTER_AUTHORIZATION_FAILED;
 //! - lists (ListGroups, ListTransactions) leave out what the client may not describe.
 //!
-//! Produce, Fetch, Metadata, OffsetCommit, OffsetFetch and the ACL and SCRAM APIs check inside
-//! their handlers, where the answer is built per partition.
+//! Produce, Fetch, Metadata, DescribeTopicPartitions, OffsetCommit, OffsetFetch and the ACL and
+//! SCRAM APIs check inside their handlers, where the answer is built per partition. DescribeCluster
+//! is not checked (as Kafka: any client may learn the brokers).
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::*;
@@ -33,6 +34,8 @@ pub(super) enum Denied {
     Partitions(Vec<(TopicName, Vec<i32>)>),
     /// Topics, groups or transactional ids by name.
     Names(Vec<StrBytes>),
+    /// DeleteTopics entries: name (if given) and id.
+    Deletions(Vec<(Option<StrBytes>, uuid::Uuid)>),
     /// Config resources (type, name).
     Configs(Vec<(i8, StrBytes)>),
     /// FindCoordinator v4+ keys, with the error their key type calls for.
@@ -282,16 +285,6 @@ pub(super) fn check(
             }
             (RequestKind::WriteTxnMarkers(r), Denied::Nothing)
         }
-        RequestKind::DescribeCluster(r) => {
-            if !cluster(Operation::Describe) {
-                return Err(ResponseKind::DescribeCluster(
-                    DescribeClusterResponse::default()
-                        .with_error_code(CLUSTER_DENIED)
-                        .with_controller_id(BrokerId(-1)),
-                ));
-            }
-            (RequestKind::DescribeCluster(r), Denied::Nothing)
-        }
         RequestKind::AlterPartitionReassignments(r) => {
             if !cluster(Operation::Alter) {
                 return Err(ResponseKind::AlterPartitionReassignments(
@@ -427,7 +420,10 @@ pub(super) fn check(
                 topic_ok(Operation::Delete, t)
             });
             r.topic_names = kept;
-            let mut denied: Vec<StrBytes> = denied.into_iter().map(|t| t.0).collect();
+            let mut denied: Vec<(Option<StrBytes>, uuid::Uuid)> = denied
+                .into_iter()
+                .map(|t| (Some(t.0), uuid::Uuid::nil()))
+                .collect();
             let (kept, by_state) = split_topics(std::mem::take(&mut r.topics), |t| {
                 let name = t
                     .name
@@ -438,8 +434,12 @@ pub(super) fn check(
                 topic_ok(Operation::Delete, &name)
             });
             r.topics = kept;
-            denied.extend(by_state.into_iter().filter_map(|t| t.name.map(|n| n.0)));
-            (RequestKind::DeleteTopics(r), Denied::Names(denied))
+            denied.extend(
+                by_state
+                    .into_iter()
+                    .map(|t| (t.name.map(|n| n.0), t.topic_id)),
+            );
+            (RequestKind::DeleteTopics(r), Denied::Deletions(denied))
         }
         RequestKind::CreatePartitions(mut r) => {
             let (kept, denied) = split_topics(std::mem::take(&mut r.topics), |t| {
@@ -525,17 +525,6 @@ pub(super) fn check(
             (
                 RequestKind::IncrementalAlterConfigs(r),
                 Denied::Configs(denied),
-            )
-        }
-        RequestKind::DescribeTopicPartitions(mut r) => {
-            let (kept, denied) = split_topics(std::mem::take(&mut r.topics), |t| {
-                topic_ok(Operation::Describe, &t.name)
-            });
-            r.topics = kept;
-            let denied = denied.into_iter().map(|t| t.name.0).collect();
-            (
-                RequestKind::DescribeTopicPartitions(r),
-                Denied::Names(denied),
             )
         }
         RequestKind::ConsumerGroupDescribe(mut r) => {
@@ -705,10 +694,11 @@ pub(super) fn merge(
             }));
             ResponseKind::CreateTopics(r)
         }
-        (ResponseKind::DeleteTopics(mut r), Names(denied)) => {
-            r.responses.extend(denied.into_iter().map(|name| {
+        (ResponseKind::DeleteTopics(mut r), Deletions(denied)) => {
+            r.responses.extend(denied.into_iter().map(|(name, id)| {
                 delete_topics_response::DeletableTopicResult::default()
-                    .with_name(Some(TopicName(name)))
+                    .with_name(name.map(TopicName))
+                    .with_topic_id(id)
                     .with_error_code(TOPIC)
             }));
             ResponseKind::DeleteTopics(r)
@@ -744,14 +734,6 @@ pub(super) fn merge(
                     .with_error_code(TXN)
             }));
             ResponseKind::DescribeTransactions(r)
-        }
-        (ResponseKind::DescribeTopicPartitions(mut r), Names(denied)) => {
-            r.topics.extend(denied.into_iter().map(|name| {
-                describe_topic_partitions_response::DescribeTopicPartitionsResponseTopic::default()
-                    .with_name(Some(TopicName(name)))
-                    .with_error_code(TOPIC)
-            }));
-            ResponseKind::DescribeTopicPartitions(r)
         }
         (ResponseKind::ConsumerGroupDescribe(mut r), Names(denied)) => {
             r.groups.extend(denied.into_iter().map(|g| {

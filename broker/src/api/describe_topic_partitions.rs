@@ -10,7 +10,9 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
+use super::Client;
 use crate::node::Node;
+use crate::security::acl::{Operation, Resource};
 
 /// Every topic operation (Kafka's AclOperation bits: READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE,
 /// DESCRIBE_CONFIGS, ALTER_CONFIGS): with no ACLs, everything is allowed.
@@ -19,10 +21,18 @@ const ALL_TOPIC_OPERATIONS: i32 =
 
 pub(super) fn handle(
     node: &Node,
+    client: &Client,
     request: DescribeTopicPartitionsRequest,
 ) -> DescribeTopicPartitionsResponse {
+    let describable =
+        |name: &str| client.may_quietly(node, Operation::Describe, Resource::Topic, name);
     let mut names: Vec<String> = if request.topics.is_empty() {
-        node.topics().into_iter().map(|t| t.name).collect()
+        // All topics: those the client may describe.
+        node.topics()
+            .into_iter()
+            .map(|t| t.name)
+            .filter(|n| describable(n))
+            .collect()
     } else {
         request
             .topics
@@ -47,6 +57,15 @@ pub(super) fn handle(
     let mut next_cursor = None;
     for name in names {
         let topic_name = TopicName(StrBytes::from_string(name.clone()));
+        if !client.may(node, Operation::Describe, Resource::Topic, &name) {
+            topics.push(
+                DescribeTopicPartitionsResponseTopic::default()
+                    .with_name(Some(topic_name))
+                    .with_error_code(ResponseError::TopicAuthorizationFailed.code()),
+            );
+            first_partition = 0;
+            continue;
+        }
         let Some(topic) = node.topic(&name) else {
             topics.push(
                 DescribeTopicPartitionsResponseTopic::default()
@@ -88,7 +107,7 @@ pub(super) fn handle(
                 .with_topic_id(topic.id)
                 .with_is_internal(topic.name.starts_with("__"))
                 .with_partitions(partitions)
-                .with_topic_authorized_operations(ALL_TOPIC_OPERATIONS),
+                .with_topic_authorized_operations(authorized_operations(node, client, &name)),
         );
         if next_cursor.is_some() {
             break;
@@ -97,4 +116,24 @@ pub(super) fn handle(
     DescribeTopicPartitionsResponse::default()
         .with_topics(topics)
         .with_next_cursor(next_cursor)
+}
+
+/// The topic operations the client may do, as Kafka's AclOperation bits.
+fn authorized_operations(node: &Node, client: &Client, topic: &str) -> i32 {
+    if !node.authorizer.enabled {
+        return ALL_TOPIC_OPERATIONS;
+    }
+    [
+        Operation::Read,
+        Operation::Write,
+        Operation::Create,
+        Operation::Delete,
+        Operation::Alter,
+        Operation::Describe,
+        Operation::DescribeConfigs,
+        Operation::AlterConfigs,
+    ]
+    .into_iter()
+    .filter(|op| client.may_quietly(node, *op, Resource::Topic, topic))
+    .fold(0, |bits, op| bits | 1 << (op as i32))
 }

@@ -48,7 +48,9 @@ pub(super) async fn handle(
         let name = resolved
             .as_ref()
             .map_or_else(|_| topic.topic.0.to_string(), |t| t.name.clone());
-        let resolved = if client.may(node, Operation::Read, Resource::Topic, &name) {
+        // An unknown topic id stays unknown (there is no name to authorize).
+        let unknown_id = version >= 13 && resolved.is_err();
+        let resolved = if unknown_id || client.may(node, Operation::Read, Resource::Topic, &name) {
             resolved
         } else {
             Err(ResponseError::TopicAuthorizationFailed.code())

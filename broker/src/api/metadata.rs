@@ -52,19 +52,34 @@ pub(super) async fn handle(
                 {
                     out.push(
                         MetadataResponseTopic::default()
-                            .with_name(Some(TopicName(StrBytes::from_string(name.clone()))))
+                            // Asked by id: the name is not given away.
+                            .with_name(wanted.name.clone())
                             .with_topic_id(wanted.topic_id)
                             .with_error_code(ResponseError::TopicAuthorizationFailed.code()),
                     );
                     continue;
                 }
-                // Creating a topic needs CREATE on the cluster or on the topic.
-                let auto_create = request.allow_auto_topic_creation
-                    && node.config.auto_create_topics
+                // Creating a topic needs CREATE on the cluster or on the topic; a client that
+                // asks to create one it may not gets TOPIC_AUTHORIZATION_FAILED (as Kafka).
+                let missing = name.as_deref().is_some_and(|n| node.topic(n).is_none());
+                let wants_create =
+                    request.allow_auto_topic_creation && node.config.auto_create_topics && missing;
+                let auto_create = wants_create
                     && (client.may_quietly(node, Operation::Create, Resource::Cluster, CLUSTER)
                         || name.as_deref().is_some_and(|n| {
-                            client.may_quietly(node, Operation::Create, Resource::Topic, n)
+                            client.may(node, Operation::Create, Resource::Topic, n)
                         }));
+                if let Some(name) = &name
+                    && wants_create
+                    && !auto_create
+                {
+                    out.push(
+                        MetadataResponseTopic::default()
+                            .with_name(Some(TopicName(StrBytes::from_string(name.clone()))))
+                            .with_error_code(ResponseError::TopicAuthorizationFailed.code()),
+                    );
+                    continue;
+                }
                 out.push(
                     lookup(
                         node,

@@ -287,7 +287,7 @@ pub(crate) async fn handle(
             ResponseKind::DescribeCluster(describe_cluster::handle(node, r))
         }
         RequestKind::FindCoordinator(r) => {
-            if r.key_type == 1 {
+            if r.key_type == 1 && (version < 4 || !r.coordinator_keys.is_empty()) {
                 // Transactions' coordinators live in `__transaction_state`, created on first use.
                 let _ = node.transactions.ensure_topic(node).await;
             }
@@ -331,9 +331,9 @@ pub(crate) async fn handle(
         RequestKind::DeleteRecords(r) => {
             ResponseKind::DeleteRecords(delete_records::handle(node, r).await)
         }
-        RequestKind::DescribeTopicPartitions(r) => {
-            ResponseKind::DescribeTopicPartitions(describe_topic_partitions::handle(node, r))
-        }
+        RequestKind::DescribeTopicPartitions(r) => ResponseKind::DescribeTopicPartitions(
+            describe_topic_partitions::handle(node, client, r),
+        ),
         RequestKind::OffsetCommit(r) => {
             ResponseKind::OffsetCommit(offsets::commit(node, client, r).await)
         }

@@ -43,11 +43,18 @@ pub(super) async fn start(
 ) -> Pending {
     let mut topics = Vec::with_capacity(request.topic_data.len());
     let mut leaders = std::collections::BTreeSet::new();
-    // A transactional producer needs WRITE on its transactional id (then on each topic).
-    let transaction_denied = request
-        .transactional_id
-        .as_ref()
-        .is_some_and(|id| !client.may(node, Operation::Write, Resource::TransactionalId, &id.0));
+    // Transactional batches need their transactional id, and WRITE on it (then on each topic),
+    // as Kafka: without an id no coordinator would ever end their transaction.
+    let transactional = request.topic_data.iter().any(|t| {
+        t.partition_data
+            .iter()
+            .any(|p| p.records.as_deref().is_some_and(batch::is_transactional))
+    });
+    let transaction_denied = transactional
+        && request
+            .transactional_id
+            .as_ref()
+            .is_none_or(|id| !client.may(node, Operation::Write, Resource::TransactionalId, &id.0));
     for data in request.topic_data {
         let topic = if version >= 13 {
             node.topic_by_id(data.topic_id)
@@ -67,6 +74,9 @@ pub(super) async fn start(
                 None,
                 ResponseError::TransactionalIdAuthorizationFailed.code(),
             )
+        } else if topic.is_none() && version >= 13 {
+            // An unknown topic id stays unknown (there is no name to authorize).
+            (None, unknown.code())
         } else if !client.may(node, Operation::Write, Resource::Topic, &name) {
             (None, ResponseError::TopicAuthorizationFailed.code())
         } else {

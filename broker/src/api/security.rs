@@ -129,11 +129,15 @@ pub(super) async fn alter_scram(
     for u in &request.upsertions {
         *count.entry((u.name.to_string(), u.mechanism)).or_default() += 1;
     }
+    // A user's first refusal is the one answered.
     let refuse = |outcome: &mut BTreeMap<String, (i16, Option<String>)>,
                   user: &str,
                   code: i16,
                   why: String| {
-        outcome.entry(user.to_string()).or_insert((code, Some(why)));
+        let entry = outcome.entry(user.to_string()).or_insert((0, None));
+        if entry.0 == 0 {
+            *entry = (code, Some(why));
+        }
     };
     for d in &request.deletions {
         let user = d.name.to_string();
@@ -203,12 +207,12 @@ pub(super) async fn alter_scram(
             );
             continue;
         }
-        if user.is_empty() {
+        if user.is_empty() || user == crate::security::INTERNAL_USER {
             refuse(
                 &mut outcome,
                 &user,
                 ResponseError::UnacceptableCredential.code(),
-                "Username must not be empty".into(),
+                "Username must not be empty or reserved".into(),
             );
             continue;
         }

@@ -184,7 +184,6 @@ impl Authorizer {
         if !self.enabled || self.super_users.contains(access.principal) {
             return true;
         }
-        let host = access.host.to_string();
         let mut any_for_resource = false;
         let mut allowed = false;
         for acl in acls
@@ -193,7 +192,7 @@ impl Authorizer {
         {
             any_for_resource = true;
             let applies = (acl.principal == access.principal || acl.principal == "User:*")
-                && (acl.host == "*" || acl.host == host);
+                && host_matches(&acl.host, access.host);
             if !applies {
                 continue;
             }
@@ -231,11 +230,10 @@ impl Authorizer {
         if !self.enabled || self.super_users.contains(principal) {
             return true;
         }
-        let host = host.to_string();
         let mut allowed = false;
         for acl in acls.iter().filter(|a| a.resource_type == resource as i32) {
             let applies = (acl.principal == principal || acl.principal == "User:*")
-                && (acl.host == "*" || acl.host == host);
+                && host_matches(&acl.host, host);
             let op = i8::try_from(acl.operation)
                 .ok()
                 .and_then(Operation::from_code);
@@ -255,6 +253,15 @@ impl Authorizer {
         }
         allowed
     }
+}
+
+/// An ACL's host against a client's address, compared as addresses: `10.0.0.5` is also the
+/// client `::ffff:10.0.0.5` of a dual-stack listener.
+fn host_matches(acl_host: &str, client: IpAddr) -> bool {
+    acl_host == "*"
+        || acl_host
+            .parse::<IpAddr>()
+            .is_ok_and(|h| h.to_canonical() == client.to_canonical())
 }
 
 fn applies_to_resource(acl: &AclBinding, resource: Resource, name: &str) -> bool {
@@ -458,6 +465,31 @@ mod tests {
             PERMISSION_DENY,
         ));
         assert!(check(&a, &acls, "User:alice", Operation::Read, "orders"));
+        let mut from_one_host = acls.clone();
+        from_one_host.insert(AclBinding {
+            host: "127.0.0.1".into(),
+            ..acl(
+                Resource::Topic,
+                "orders",
+                PATTERN_LITERAL,
+                "User:carol",
+                Operation::Read,
+                PERMISSION_ALLOW,
+            )
+        });
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        let access = |host| Access {
+            principal: "User:carol",
+            host,
+            operation: Operation::Read,
+            resource: Resource::Topic,
+            name: "orders",
+        };
+        assert!(
+            a.permits(&from_one_host, access(mapped)),
+            "an IPv4-mapped client matches"
+        );
+        assert!(!a.permits(&from_one_host, access("127.0.0.2".parse().unwrap())));
         assert!(
             check(&a, &acls, "User:alice", Operation::Describe, "orders"),
             "READ implies DESCRIBE"

@@ -1,6 +1,9 @@
 //! The admin HTTP API's security endpoints, behind `weir admin scram` and `weir admin acl` (JSON).
-//! They answer loopback clients only: the operator runs `weir admin` on a broker's host, which
-//! is also how the first user is made before any Kafka client can log in.
+//! They answer loopback clients presenting the broker's admin token (`Authorization: Bearer`,
+//! the token in `data_dir/admin.token`, readable by the broker's user only): the operator runs
+//! `weir admin` on a broker's host, which is also how the first user is made before any Kafka
+//! client can log in. Neither a webhook the dispatcher delivers to a loopback address nor another
+//! local user can call them.
 //!
 //! - `GET /v1/security/scram`: users and their mechanisms (never a key);
 //! - `POST /v1/security/scram` [`ScramSet`]: creates or replaces a credential. The CLI salts
@@ -14,7 +17,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{ConnectInfo, Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
@@ -30,13 +33,44 @@ fn error(status: StatusCode, message: impl Into<String>) -> Answer {
     (status, Json(serde_json::json!({ "error": message.into() })))
 }
 
-fn loopback_only(peer: SocketAddr) -> Result<(), Answer> {
-    if peer.ip().is_loopback() {
+/// The admin token in `data_dir/admin.token`, made (32 random bytes, hex) if missing.
+pub fn admin_token(data_dir: &std::path::Path) -> anyhow::Result<String> {
+    super::secret_file(&data_dir.join("admin.token"), "the admin token", || {
+        let mut raw = [0u8; 32];
+        rand::fill(&mut raw[..]);
+        raw.iter().map(|b| format!("{b:02x}")).collect()
+    })
+}
+
+/// A loopback caller with the admin token, or the refusal.
+fn admitted(node: &Node, peer: SocketAddr, headers: &HeaderMap) -> Result<(), Answer> {
+    if !peer.ip().is_loopback() {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "security endpoints answer loopback clients only: run weir admin on the broker's host",
+        ));
+    }
+    let presented = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default()
+        .trim()
+        .as_bytes();
+    let token = node.admin_token.as_bytes();
+    let equal = !token.is_empty()
+        && presented.len() == token.len()
+        && presented
+            .iter()
+            .zip(token)
+            .fold(0u8, |a, (x, y)| a | (x ^ y))
+            == 0;
+    if equal {
         Ok(())
     } else {
         Err(error(
-            StatusCode::FORBIDDEN,
-            "security endpoints answer loopback clients only: run weir admin on the broker's host",
+            StatusCode::UNAUTHORIZED,
+            "the admin token is required (Authorization: Bearer <data_dir/admin.token>)",
         ))
     }
 }
@@ -92,8 +126,9 @@ async fn change(node: &Node, change: SecurityChanged) -> Result<(), Answer> {
 pub async fn list_scram(
     State(node): State<Arc<Node>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
 ) -> Answer {
-    if let Err(e) = loopback_only(peer) {
+    if let Err(e) = admitted(&node, peer, &headers) {
         return e;
     }
     let users: Vec<ScramUser> = node.controller.read(|s| {
@@ -117,9 +152,10 @@ pub async fn list_scram(
 pub async fn set_scram(
     State(node): State<Arc<Node>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     Json(set): Json<ScramSet>,
 ) -> Answer {
-    if let Err(e) = loopback_only(peer) {
+    if let Err(e) = admitted(&node, peer, &headers) {
         return e;
     }
     let Some(mechanism) = Mechanism::from_name(&set.mechanism) else {
@@ -131,8 +167,8 @@ pub async fn set_scram(
             ),
         );
     };
-    if set.user.is_empty() {
-        return error(StatusCode::BAD_REQUEST, "empty user name");
+    if set.user.is_empty() || set.user == super::INTERNAL_USER {
+        return error(StatusCode::BAD_REQUEST, "empty or reserved user name");
     }
     if !(scram::MIN_ITERATIONS..=scram::MAX_ITERATIONS).contains(&set.iterations) {
         return error(
@@ -181,9 +217,10 @@ pub async fn set_scram(
 pub async fn delete_scram(
     State(node): State<Arc<Node>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     Path((user, mechanism)): Path<(String, String)>,
 ) -> Answer {
-    if let Err(e) = loopback_only(peer) {
+    if let Err(e) = admitted(&node, peer, &headers) {
         return e;
     }
     let Some(mechanism) = Mechanism::from_name(&mechanism) else {
@@ -314,8 +351,9 @@ impl AclView {
 pub async fn list_acls(
     State(node): State<Arc<Node>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
 ) -> Answer {
-    if let Err(e) = loopback_only(peer) {
+    if let Err(e) = admitted(&node, peer, &headers) {
         return e;
     }
     let acls: Vec<AclView> = node
@@ -328,9 +366,10 @@ pub async fn list_acls(
 pub async fn add_acl(
     State(node): State<Arc<Node>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     Json(view): Json<AclView>,
 ) -> Answer {
-    if let Err(e) = loopback_only(peer) {
+    if let Err(e) = admitted(&node, peer, &headers) {
         return e;
     }
     let binding = match view.binding() {
@@ -351,9 +390,10 @@ pub async fn add_acl(
 pub async fn remove_acl(
     State(node): State<Arc<Node>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     Json(view): Json<AclView>,
 ) -> Answer {
-    if let Err(e) = loopback_only(peer) {
+    if let Err(e) = admitted(&node, peer, &headers) {
         return e;
     }
     let binding = match view.binding() {

@@ -48,6 +48,10 @@ impl SaslMechanism {
 
 /// A user's stored credential for a SCRAM mechanism.
 pub fn credential(node: &Node, user: &str, mechanism: Mechanism) -> Option<Credential> {
+    if user == INTERNAL_USER {
+        // Reserved: only the internal listener's own check logs it in.
+        return None;
+    }
     node.controller.read(|s| {
         s.scram
             .get(&(user.to_string(), i32::from(mechanism.code())))
@@ -145,7 +149,11 @@ impl Session {
 
     /// A token of the exchange: the server's answer, or why the login failed (the connection
     /// then closes).
-    pub(crate) fn authenticate(&mut self, node: &Node, token: &[u8]) -> Result<Vec<u8>, Refused> {
+    pub(crate) async fn authenticate(
+        &mut self,
+        node: &Node,
+        token: &[u8],
+    ) -> Result<Vec<u8>, Refused> {
         let Sasl::Authenticating {
             mechanism, scram, ..
         } = &mut self.sasl
@@ -181,15 +189,16 @@ impl Session {
                     self.sasl = Sasl::Done;
                     return Ok(Vec::new());
                 }
+                // One credential is checked (SCRAM-SHA-512's if there is one); an unknown user
+                // costs the same PBKDF2 as a known one.
                 let known = Mechanism::ALL
                     .into_iter()
-                    .filter_map(|m| credential(node, &user, m))
-                    .collect::<Vec<_>>();
-                if known.is_empty() {
-                    return Err(failed(format!("unknown user {user:?}")));
-                }
-                if !known.iter().any(|c| c.verify_password(&password)) {
-                    return Err(failed(format!("wrong password for {user:?}")));
+                    .rev()
+                    .find_map(|m| credential(node, &user, m));
+                match verify_plain(known, password).await {
+                    Some(true) => {}
+                    Some(false) => return Err(failed(format!("wrong password for {user:?}"))),
+                    None => return Err(failed(format!("unknown user {user:?}"))),
                 }
                 Step::Done {
                     user,
@@ -213,6 +222,44 @@ impl Session {
     }
 }
 
+/// A distinguished name's attribute value, escaped (RFC 4514 2.4): a certificate whose CN is
+/// `admin,O=Example` must not read as the principal of another subject.
+fn escape_dn_value(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let last = text.chars().count().saturating_sub(1);
+    for (i, c) in text.chars().enumerate() {
+        let edge_space = c == ' ' && (i == 0 || i == last);
+        if matches!(c, ',' | '=' | '+' | '<' | '>' | ';' | '"' | '\\')
+            || (c == '#' && i == 0)
+            || edge_space
+        {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// PBKDF2 runs at most this many at once, off the async workers: a flood of PLAIN logins cannot
+/// take the broker's threads.
+static PBKDF2: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
+/// Checks a PLAIN password against a credential (`None`: no such user; a stand-in credential is
+/// checked anyway, so both take as long).
+async fn verify_plain(credential: Option<Credential>, password: String) -> Option<bool> {
+    let Ok(_permit) = PBKDF2.acquire().await else {
+        return Some(false);
+    };
+    let known = credential.is_some();
+    let credential = credential.unwrap_or_else(|| {
+        Credential::from_salted_password(Mechanism::Sha512, vec![0; 32], scram::MIN_ITERATIONS, b"")
+    });
+    let verified = tokio::task::spawn_blocking(move || credential.verify_password(&password))
+        .await
+        .unwrap_or(false);
+    known.then_some(verified)
+}
+
 /// The principal of a client certificate: `User:` and its subject as RFC 2253 writes it
 /// (`CN=app,OU=payments,O=Example`), as Kafka's default principal builder.
 pub fn certificate_principal(der: &[u8]) -> Option<String> {
@@ -227,7 +274,16 @@ pub fn certificate_principal(der: &[u8]) -> Option<String> {
                 .map(|attr| {
                     let key = x509_parser::objects::oid2abbrev(attr.attr_type(), registry)
                         .map_or_else(|_| attr.attr_type().to_id_string(), str::to_string);
-                    format!("{key}={}", attr.as_str().unwrap_or_default())
+                    let value = match attr.as_str() {
+                        Ok(text) => escape_dn_value(text),
+                        // Not a string: `#` and the value's bytes in hex (RFC 4514 2.4).
+                        Err(_) => {
+                            let bytes = attr.attr_value().as_bytes();
+                            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+                            format!("#{hex}")
+                        }
+                    };
+                    format!("{key}={value}")
                 })
                 .collect::<Vec<_>>()
                 .join("+")
@@ -237,8 +293,74 @@ pub fn certificate_principal(der: &[u8]) -> Option<String> {
     Some(format!("User:{}", subject.join(",")))
 }
 
+/// A secret kept in a file readable by this user only: read, or made by `generate` if missing.
+pub(crate) fn secret_file(
+    path: &std::path::Path,
+    what: &str,
+    generate: impl FnOnce() -> String,
+) -> anyhow::Result<String> {
+    match std::fs::read_to_string(path) {
+        Ok(secret) => Ok(secret.trim().to_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let secret = generate();
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut file = options
+                .open(path)
+                .map_err(|e| anyhow::anyhow!("cannot create {what} {}: {e}", path.display()))?;
+            std::io::Write::write_all(&mut file, secret.as_bytes())?;
+            file.sync_all()?;
+            Ok(secret)
+        }
+        Err(e) => Err(anyhow::anyhow!(
+            "cannot read {what} {}: {e}",
+            path.display()
+        )),
+    }
+}
+
 /// The user this process's own clients (the embedded dispatcher) log in as, on its internal
 /// listener, with [`Node::internal_secret`](crate::node::Node::internal_secret).
 pub const INTERNAL_USER: &str = "__weir_internal";
 /// Its principal: a super user.
 pub const INTERNAL_PRINCIPAL: &str = "User:__weir_internal";
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn certificate(subject: &[(rcgen::DnType, &str)]) -> Vec<u8> {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        for (kind, value) in subject {
+            params.distinguished_name.push(kind.clone(), *value);
+        }
+        let key = rcgen::KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn certificate_subjects_are_principals_as_kafka_writes_them() {
+        let der = certificate(&[
+            (rcgen::DnType::OrganizationName, "Example"),
+            (rcgen::DnType::CommonName, "billing"),
+        ]);
+        assert_eq!(
+            certificate_principal(&der).unwrap(),
+            "User:CN=billing,O=Example",
+            "most specific first (RFC 2253)"
+        );
+        // A CN that looks like another subject does not read as one.
+        let forged = certificate(&[(rcgen::DnType::CommonName, "billing,O=Example")]);
+        assert_eq!(
+            certificate_principal(&forged).unwrap(),
+            "User:CN=billing\\,O\\=Example"
+        );
+        assert_eq!(escape_dn_value(" #a+b "), "\\ #a\\+b\\ ");
+        assert_eq!(escape_dn_value("#x"), "\\#x");
+        assert!(certificate_principal(b"not a certificate").is_none());
+    }
+}

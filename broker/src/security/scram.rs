@@ -374,6 +374,17 @@ mod tests {
         client_first_bare: &str,
         server_first: &str,
     ) -> (String, Vec<u8>) {
+        client_final_with(mechanism, password, client_first_bare, server_first, |n| n)
+    }
+
+    /// [`client_final`], sending the nonce `send` makes of the server's (and proving it).
+    fn client_final_with(
+        mechanism: Mechanism,
+        password: &str,
+        client_first_bare: &str,
+        server_first: &str,
+        send: impl FnOnce(String) -> String,
+    ) -> (String, Vec<u8>) {
         let mut salt = None;
         let mut iterations = None;
         let mut nonce = None;
@@ -389,7 +400,7 @@ mod tests {
             mechanism.salted_password(password.as_bytes(), &salt.unwrap(), iterations.unwrap());
         let client_key = mechanism.hmac(&salted, b"Client Key");
         let stored_key = mechanism.hash(&client_key);
-        let without_proof = format!("c=biws,r={}", nonce.unwrap());
+        let without_proof = format!("c=biws,r={}", send(nonce.unwrap()));
         let auth = format!("{client_first_bare},{server_first},{without_proof}");
         let signature = mechanism.hmac(&stored_key, auth.as_bytes());
         let proof: Vec<u8> = client_key
@@ -454,13 +465,14 @@ mod tests {
             panic!("a challenge first")
         };
         let first = String::from_utf8(first).unwrap();
-        let (last, _) = client_final(Mechanism::Sha256, "pencil", bare, &first);
-        let doubled = last.replacen("r=", "r=abc", 1);
+        let (doubled, _) = client_final_with(Mechanism::Sha256, "pencil", bare, &first, |n| {
+            format!("abc{n}")
+        });
         assert!(matches!(
             server.step(doubled.as_bytes(), |_| None),
             Ok(Step::Done { .. })
         ));
-        // A nonce that does not end with the server's is refused.
+        // A nonce that does not end with the server's is refused, even with a proof over it.
         let mut server = ScramServer::new(Mechanism::Sha256);
         let Ok(Step::Challenge(first)) =
             server.step(format!("n,,{bare}").as_bytes(), |_| Some(stored.clone()))
@@ -468,10 +480,14 @@ mod tests {
             panic!("a challenge first")
         };
         let first = String::from_utf8(first).unwrap();
-        let (last, _) = client_final(Mechanism::Sha256, "pencil", bare, &first);
-        let (head, proof) = last.rsplit_once(",p=").unwrap();
-        let forged = format!("{}x,p={proof}", head);
-        assert!(server.step(forged.as_bytes(), |_| None).is_err());
+        let (forged, _) = client_final_with(Mechanism::Sha256, "pencil", bare, &first, |n| {
+            format!("{n}x")
+        });
+        let refused = server.step(forged.as_bytes(), |_| None);
+        assert!(
+            matches!(&refused, Err(why) if why.contains("nonce")),
+            "{refused:?}"
+        );
     }
 
     #[test]
