@@ -724,3 +724,155 @@ async fn security_changes_hold_on_every_broker_of_a_cluster() {
         assert!(sent.is_ok(), "partition {partition}: {sent:?}");
     }
 }
+
+/// AlterUserScramCredentials answers each refusal with Kafka's error, and a user with one refused
+/// change gets none of its changes; only clients with ALTER on the cluster may change anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scram_credential_changes_report_their_refusals() {
+    use kafka_protocol::error::ResponseError;
+    use kafka_protocol::messages::alter_user_scram_credentials_request::{
+        ScramCredentialDeletion, ScramCredentialUpsertion,
+    };
+    use kafka_protocol::messages::describe_user_scram_credentials_request::UserName;
+    use kafka_protocol::messages::{
+        AlterUserScramCredentialsRequest, AlterUserScramCredentialsResponse,
+        DescribeUserScramCredentialsRequest, DescribeUserScramCredentialsResponse,
+    };
+    let node = InProcess::start_with(|c| {
+        c.listeners = sasl_listener();
+        c.authorizer = AuthorizerKind::Acl;
+        c.super_users = vec!["User:admin".into()];
+    })
+    .await;
+    tokio::task::block_in_place(|| {
+        add_user(&node, "admin", "SCRAM-SHA-256", "admin-pw");
+        add_user(&node, "mallory", "SCRAM-SHA-256", "mallory-pw");
+        let upsert = |user: &'static str, mechanism: i8, iterations: i32| {
+            ScramCredentialUpsertion::default()
+                .with_name(StrBytes::from_static_str(user))
+                .with_mechanism(mechanism)
+                .with_iterations(iterations)
+                .with_salt(Bytes::from_static(b"0123456789abcdef"))
+                .with_salted_password(Bytes::from(Hash::Sha256.salted(
+                    "pw",
+                    b"0123456789abcdef",
+                    4096,
+                )))
+        };
+        let alter = |raw: &mut Raw, request: &AlterUserScramCredentialsRequest| {
+            let mut body = raw
+                .request(ApiKey::AlterUserScramCredentials, 0, request)
+                .unwrap();
+            let answer = AlterUserScramCredentialsResponse::decode(&mut body, 0).unwrap();
+            answer
+                .results
+                .into_iter()
+                .map(|r| (r.user.to_string(), r.error_code))
+                .collect::<std::collections::BTreeMap<_, _>>()
+        };
+        let mut admin = logged_in(&node, "admin", "admin-pw");
+        let request = AlterUserScramCredentialsRequest::default()
+            .with_upsertions(vec![
+                upsert("dave", 1, 4096),
+                upsert("erin", 1, 100),
+                upsert("erin", 2, 4096),
+                upsert("__weir_internal", 1, 4096),
+                upsert("frank", 7, 4096),
+            ])
+            .with_deletions(vec![
+                ScramCredentialDeletion::default()
+                    .with_name(StrBytes::from_static_str("ghost"))
+                    .with_mechanism(1),
+            ]);
+        let results = alter(&mut admin, &request);
+        let unacceptable = ResponseError::UnacceptableCredential.code();
+        assert_eq!(results["dave"], 0);
+        assert_eq!(results["erin"], unacceptable, "too few iterations");
+        assert_eq!(results["__weir_internal"], unacceptable, "reserved");
+        assert_eq!(
+            results["frank"],
+            ResponseError::UnsupportedSaslMechanism.code()
+        );
+        assert_eq!(results["ghost"], ResponseError::ResourceNotFound.code());
+        // dave was made; erin's acceptable SCRAM-SHA-512 change was not applied either.
+        let describe = DescribeUserScramCredentialsRequest::default().with_users(Some(vec![
+            UserName::default().with_name(StrBytes::from_static_str("dave")),
+            UserName::default().with_name(StrBytes::from_static_str("erin")),
+        ]));
+        let mut body = admin
+            .request(ApiKey::DescribeUserScramCredentials, 0, &describe)
+            .unwrap();
+        let described = DescribeUserScramCredentialsResponse::decode(&mut body, 0).unwrap();
+        let codes: Vec<(String, i16, usize)> = described
+            .results
+            .iter()
+            .map(|r| (r.user.to_string(), r.error_code, r.credential_infos.len()))
+            .collect();
+        assert_eq!(
+            codes,
+            vec![
+                ("dave".to_string(), 0, 1),
+                (
+                    "erin".to_string(),
+                    ResponseError::ResourceNotFound.code(),
+                    0
+                )
+            ]
+        );
+        // Without ALTER on the cluster nothing changes.
+        let mut mallory = logged_in(&node, "mallory", "mallory-pw");
+        let results = alter(
+            &mut mallory,
+            &AlterUserScramCredentialsRequest::default()
+                .with_upsertions(vec![upsert("admin", 1, 4096)]),
+        );
+        assert_eq!(
+            results["admin"],
+            ResponseError::ClusterAuthorizationFailed.code()
+        );
+        assert!(
+            scram_login(
+                &mut Raw::connect_to(node.server.kafka_addr()),
+                Hash::Sha256,
+                "admin",
+                "admin-pw"
+            ),
+            "the admin's password is unchanged"
+        );
+    });
+}
+
+/// Transactional batches without a transactional id are refused (as Kafka): no coordinator
+/// would ever end their transaction, and the partition's last stable offset would stick.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactional_batches_need_a_transactional_id() {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
+    let node = InProcess::start().await;
+    tokio::task::block_in_place(|| {
+        let mut batch = common::producer_batch(&[Bytes::from_static(b"x")], 1, 7, 0, 0).to_vec();
+        // The transactional attribute bit, and the CRC-32C over attributes..end again.
+        batch[22] |= 0x10;
+        let crc = crc32c::crc32c(&batch[21..]);
+        batch[17..21].copy_from_slice(&crc.to_be_bytes());
+        let request = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(5000)
+            .with_topic_data(vec![
+                TopicProduceData::default()
+                    .with_name(TopicName(StrBytes::from_static_str("orphans")))
+                    .with_partition_data(vec![
+                        PartitionProduceData::default()
+                            .with_index(0)
+                            .with_records(Some(Bytes::from(batch))),
+                    ]),
+            ]);
+        let mut raw = Raw::connect(&node);
+        let mut body = raw.request(ApiKey::Produce, 9, &request).unwrap();
+        let answer = ProduceResponse::decode(&mut body, 9).unwrap();
+        assert_eq!(
+            answer.responses[0].partition_responses[0].error_code,
+            kafka_protocol::error::ResponseError::TransactionalIdAuthorizationFailed.code()
+        );
+    });
+}
