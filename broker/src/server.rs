@@ -837,28 +837,33 @@ async fn serve_admin(listener: TcpListener, state: AdminState, mut stop: watch::
         .route("/v1/cluster", get(crate::admin::get_cluster))
         .route("/v1/cluster/reassign", post(crate::admin::reassign))
         .route("/v1/cluster/drain", post(crate::admin::drain))
-        .route(
-            "/v1/security/scram",
-            get(crate::security::http::list_scram).post(crate::security::http::set_scram),
-        )
-        .route(
-            "/v1/security/scram/{user}/{mechanism}",
-            axum::routing::delete(crate::security::http::delete_scram),
-        )
-        .route(
-            "/v1/security/acls",
-            get(crate::security::http::list_acls)
-                .post(crate::security::http::add_acl)
-                .delete(crate::security::http::remove_acl),
-        )
         .with_state(state.node.clone());
+    let security = {
+        use crate::security::http::*;
+        Router::new()
+            .route("/v1/security/scram", get(list_scram).post(set_scram))
+            .route(
+                "/v1/security/scram/{user}/{mechanism}",
+                axum::routing::delete(delete_scram),
+            )
+            .route(
+                "/v1/security/acls",
+                get(list_acls).post(add_acl).delete(remove_acl),
+            )
+            .route_layer(axum::middleware::from_fn_with_state(
+                state.node.clone(),
+                admitted,
+            ))
+            .with_state(state.node.clone())
+    };
     let app = Router::new()
         .route("/health/ready", get(ready))
         .route("/health/live", get(|| async { "live\n" }))
         .route("/metrics", get(metrics_page))
         .fallback(mounted)
         .with_state(state)
-        .merge(cluster);
+        .merge(cluster)
+        .merge(security);
     let shutdown = async move {
         let _ = stop.changed().await;
     };

@@ -129,147 +129,93 @@ pub(super) async fn alter_scram(
     for u in &request.upsertions {
         *count.entry((u.name.to_string(), u.mechanism)).or_default() += 1;
     }
+    // What every change is checked for first: ALTER on the cluster, named once, a known mechanism.
+    let checked = |user: &str, code: i8| -> Result<Mechanism, (i16, String)> {
+        if !allowed {
+            return Err((
+                ResponseError::ClusterAuthorizationFailed.code(),
+                "Cluster authorization failed.".into(),
+            ));
+        }
+        if count.get(&(user.to_string(), code)).copied().unwrap_or(0) > 1 {
+            return Err((
+                ResponseError::DuplicateResource.code(),
+                "A user credential cannot be altered twice in the same request".into(),
+            ));
+        }
+        Mechanism::from_code(code).ok_or_else(|| {
+            (
+                ResponseError::UnsupportedSaslMechanism.code(),
+                format!("Unknown SCRAM mechanism {code}"),
+            )
+        })
+    };
     // A user's first refusal is the one answered.
-    let refuse = |outcome: &mut BTreeMap<String, (i16, Option<String>)>,
-                  user: &str,
-                  code: i16,
-                  why: String| {
-        let entry = outcome.entry(user.to_string()).or_insert((0, None));
-        if entry.0 == 0 {
+    let mut record = |user: String, result: Result<(), (i16, String)>| {
+        let entry = outcome.entry(user).or_insert((0, None));
+        if let (Err((code, why)), 0) = (result, entry.0) {
             *entry = (code, Some(why));
         }
     };
     for d in &request.deletions {
         let user = d.name.to_string();
-        outcome.entry(user.clone()).or_insert((0, None));
-        if !allowed {
-            refuse(
-                &mut outcome,
-                &user,
-                ResponseError::ClusterAuthorizationFailed.code(),
-                "Cluster authorization failed.".into(),
-            );
-            continue;
-        }
-        if count
-            .get(&(user.clone(), d.mechanism))
-            .copied()
-            .unwrap_or(0)
-            > 1
-        {
-            refuse(
-                &mut outcome,
-                &user,
-                ResponseError::DuplicateResource.code(),
-                "A user credential cannot be altered twice in the same request".into(),
-            );
-            continue;
-        }
-        let Some(mechanism) = Mechanism::from_code(d.mechanism) else {
-            refuse(
-                &mut outcome,
-                &user,
-                ResponseError::UnsupportedSaslMechanism.code(),
-                format!("Unknown SCRAM mechanism {}", d.mechanism),
-            );
-            continue;
-        };
-        let exists = node.controller.read(|st| {
-            st.scram
-                .contains_key(&(user.clone(), i32::from(mechanism.code())))
+        let deletion = checked(&user, d.mechanism).and_then(|mechanism| {
+            let key = ScramCredentialKey {
+                user: user.clone(),
+                mechanism: i32::from(mechanism.code()),
+            };
+            let exists = node
+                .controller
+                .read(|st| st.scram.contains_key(&(key.user.clone(), key.mechanism)));
+            if exists {
+                Ok(key)
+            } else {
+                Err((
+                    ResponseError::ResourceNotFound.code(),
+                    format!(
+                        "Attempt to delete a user credential that does not exist: {user} {}",
+                        mechanism.name()
+                    ),
+                ))
+            }
         });
-        if !exists {
-            refuse(
-                &mut outcome,
-                &user,
-                ResponseError::ResourceNotFound.code(),
-                format!(
-                    "Attempt to delete a user credential that does not exist: {user} {}",
-                    mechanism.name()
-                ),
-            );
-            continue;
-        }
-        change.credentials_deleted.push(ScramCredentialKey {
+        record(
             user,
-            mechanism: i32::from(mechanism.code()),
-        });
+            deletion.map(|key| change.credentials_deleted.push(key)),
+        );
     }
     for u in &request.upsertions {
         let user = u.name.to_string();
-        outcome.entry(user.clone()).or_insert((0, None));
-        if !allowed {
-            refuse(
-                &mut outcome,
-                &user,
-                ResponseError::ClusterAuthorizationFailed.code(),
-                "Cluster authorization failed.".into(),
-            );
-            continue;
-        }
-        if user.is_empty() || user == crate::security::INTERNAL_USER {
-            refuse(
-                &mut outcome,
-                &user,
-                ResponseError::UnacceptableCredential.code(),
-                "Username must not be empty or reserved".into(),
-            );
-            continue;
-        }
-        if count
-            .get(&(user.clone(), u.mechanism))
-            .copied()
-            .unwrap_or(0)
-            > 1
-        {
-            refuse(
-                &mut outcome,
-                &user,
-                ResponseError::DuplicateResource.code(),
-                "A user credential cannot be altered twice in the same request".into(),
-            );
-            continue;
-        }
-        let Some(mechanism) = Mechanism::from_code(u.mechanism) else {
-            refuse(
-                &mut outcome,
-                &user,
-                ResponseError::UnsupportedSaslMechanism.code(),
-                format!("Unknown SCRAM mechanism {}", u.mechanism),
-            );
-            continue;
-        };
-        let iterations = u32::try_from(u.iterations).unwrap_or(0);
-        if !(scram::MIN_ITERATIONS..=scram::MAX_ITERATIONS).contains(&iterations) {
-            refuse(
-                &mut outcome,
-                &user,
-                ResponseError::UnacceptableCredential.code(),
-                format!(
+        let unacceptable = |why: String| (ResponseError::UnacceptableCredential.code(), why);
+        let upsertion = checked(&user, u.mechanism).and_then(|mechanism| {
+            if user.is_empty() || user == crate::security::INTERNAL_USER {
+                return Err(unacceptable(
+                    "Username must not be empty or reserved".into(),
+                ));
+            }
+            let iterations = u32::try_from(u.iterations).unwrap_or(0);
+            if !(scram::MIN_ITERATIONS..=scram::MAX_ITERATIONS).contains(&iterations) {
+                return Err(unacceptable(format!(
                     "Iterations {} must be between {} and {}",
                     u.iterations,
                     scram::MIN_ITERATIONS,
                     scram::MAX_ITERATIONS
-                ),
+                )));
+            }
+            if u.salt.is_empty() || u.salted_password.is_empty() {
+                return Err(unacceptable(
+                    "Salt and salted password must not be empty".into(),
+                ));
+            }
+            let c = Credential::from_salted_password(
+                mechanism,
+                u.salt.to_vec(),
+                iterations,
+                &u.salted_password,
             );
-            continue;
-        }
-        if u.salt.is_empty() || u.salted_password.is_empty() {
-            refuse(
-                &mut outcome,
-                &user,
-                ResponseError::UnacceptableCredential.code(),
-                "Salt and salted password must not be empty".into(),
-            );
-            continue;
-        }
-        let c = Credential::from_salted_password(
-            mechanism,
-            u.salt.to_vec(),
-            iterations,
-            &u.salted_password,
-        );
-        change.credentials_set.push(stored(&user, &c));
+            Ok(stored(&user, &c))
+        });
+        record(user, upsertion.map(|c| change.credentials_set.push(c)));
     }
     // Only users whose every change is acceptable are changed.
     let refused: std::collections::HashSet<String> = outcome

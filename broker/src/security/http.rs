@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
@@ -42,15 +42,24 @@ pub fn admin_token(data_dir: &std::path::Path) -> anyhow::Result<String> {
     })
 }
 
-/// A loopback caller with the admin token, or the refusal.
-fn admitted(node: &Node, peer: SocketAddr, headers: &HeaderMap) -> Result<(), Answer> {
+/// Middleware of every security endpoint: a loopback caller with the admin token, or the
+/// refusal (403, 401).
+pub async fn admitted(
+    State(node): State<Arc<Node>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
     if !peer.ip().is_loopback() {
-        return Err(error(
+        return error(
             StatusCode::FORBIDDEN,
             "security endpoints answer loopback clients only: run weir admin on the broker's host",
-        ));
+        )
+        .into_response();
     }
-    let presented = headers
+    let presented = request
+        .headers()
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
@@ -65,14 +74,14 @@ fn admitted(node: &Node, peer: SocketAddr, headers: &HeaderMap) -> Result<(), An
             .zip(token)
             .fold(0u8, |a, (x, y)| a | (x ^ y))
             == 0;
-    if equal {
-        Ok(())
-    } else {
-        Err(error(
+    if !equal {
+        return error(
             StatusCode::UNAUTHORIZED,
             "the admin token is required (Authorization: Bearer <data_dir/admin.token>)",
-        ))
+        )
+        .into_response();
     }
+    next.run(request).await
 }
 
 /// A credential as the CLI sends it: salted and hashed, base64.
@@ -123,14 +132,7 @@ async fn change(node: &Node, change: SecurityChanged) -> Result<(), Answer> {
 }
 
 /// `GET /v1/security/scram`.
-pub async fn list_scram(
-    State(node): State<Arc<Node>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Answer {
-    if let Err(e) = admitted(&node, peer, &headers) {
-        return e;
-    }
+pub async fn list_scram(State(node): State<Arc<Node>>) -> Answer {
     let users: Vec<ScramUser> = node.controller.read(|s| {
         s.scram
             .values()
@@ -149,15 +151,7 @@ pub async fn list_scram(
 }
 
 /// `POST /v1/security/scram`.
-pub async fn set_scram(
-    State(node): State<Arc<Node>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Json(set): Json<ScramSet>,
-) -> Answer {
-    if let Err(e) = admitted(&node, peer, &headers) {
-        return e;
-    }
+pub async fn set_scram(State(node): State<Arc<Node>>, Json(set): Json<ScramSet>) -> Answer {
     let Some(mechanism) = Mechanism::from_name(&set.mechanism) else {
         return error(
             StatusCode::BAD_REQUEST,
@@ -216,13 +210,8 @@ pub async fn set_scram(
 /// `DELETE /v1/security/scram/{user}/{mechanism}`.
 pub async fn delete_scram(
     State(node): State<Arc<Node>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
     Path((user, mechanism)): Path<(String, String)>,
 ) -> Answer {
-    if let Err(e) = admitted(&node, peer, &headers) {
-        return e;
-    }
     let Some(mechanism) = Mechanism::from_name(&mechanism) else {
         return error(
             StatusCode::BAD_REQUEST,
@@ -348,14 +337,7 @@ impl AclView {
 }
 
 /// `GET /v1/security/acls`.
-pub async fn list_acls(
-    State(node): State<Arc<Node>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Answer {
-    if let Err(e) = admitted(&node, peer, &headers) {
-        return e;
-    }
+pub async fn list_acls(State(node): State<Arc<Node>>) -> Answer {
     let acls: Vec<AclView> = node
         .controller
         .read(|s| s.acls.iter().map(AclView::of).collect());
@@ -363,15 +345,7 @@ pub async fn list_acls(
 }
 
 /// `POST /v1/security/acls`.
-pub async fn add_acl(
-    State(node): State<Arc<Node>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Json(view): Json<AclView>,
-) -> Answer {
-    if let Err(e) = admitted(&node, peer, &headers) {
-        return e;
-    }
+pub async fn add_acl(State(node): State<Arc<Node>>, Json(view): Json<AclView>) -> Answer {
     let binding = match view.binding() {
         Ok(b) => b,
         Err(why) => return error(StatusCode::BAD_REQUEST, why),
@@ -387,15 +361,7 @@ pub async fn add_acl(
 }
 
 /// `DELETE /v1/security/acls`.
-pub async fn remove_acl(
-    State(node): State<Arc<Node>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Json(view): Json<AclView>,
-) -> Answer {
-    if let Err(e) = admitted(&node, peer, &headers) {
-        return e;
-    }
+pub async fn remove_acl(State(node): State<Arc<Node>>, Json(view): Json<AclView>) -> Answer {
     let binding = match view.binding() {
         Ok(b) => b,
         Err(why) => return error(StatusCode::BAD_REQUEST, why),
