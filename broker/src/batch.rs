@@ -219,9 +219,10 @@ pub const TRANSACTIONAL: i16 = 0x10;
 /// Attribute bit: the batch holds control records (transaction markers).
 pub const CONTROL: i16 = 0x20;
 
-/// Whether any batch of a payload is part of a transaction (its records or its marker).
+/// Whether any batch of a payload is part of a transaction (its records or its marker). Walks
+/// the batch headers without allocating: every Produce request asks.
 pub fn is_transactional(payload: &[u8]) -> bool {
-    batches(payload).into_iter().any(|(_, _, range)| {
+    batch_ranges(payload).any(|range| {
         let b = &payload[range];
         i16::from_be_bytes([b[21], b[22]]) & TRANSACTIONAL != 0
     })
@@ -295,17 +296,29 @@ fn varint(bytes: &[u8], at: &mut usize) -> Option<i64> {
 
 /// The batches of a stored payload: `(base offset, max timestamp, byte range)` each.
 pub fn batches(payload: &[u8]) -> Vec<(i64, i64, std::ops::Range<usize>)> {
-    let mut out = Vec::new();
+    batch_ranges(payload)
+        .map(|range| {
+            let at = range.start;
+            (i64_at(payload, at), i64_at(payload, at + 35), range)
+        })
+        .collect()
+}
+
+/// The byte range of each whole batch of a payload, in order (a damaged tail ends the walk).
+fn batch_ranges(payload: &[u8]) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
     let mut at = 0usize;
-    while at + HEADER_LEN <= payload.len() {
+    std::iter::from_fn(move || {
+        if at + HEADER_LEN > payload.len() {
+            return None;
+        }
         let size = usize::try_from(i32_at(payload, at + 8)).unwrap_or(0) + LENGTH_END;
         if size < HEADER_LEN || at + size > payload.len() {
-            break;
+            return None;
         }
-        out.push((i64_at(payload, at), i64_at(payload, at + 35), at..at + size));
+        let range = at..at + size;
         at += size;
-    }
-    out
+        Some(range)
+    })
 }
 
 #[cfg(test)]
