@@ -67,7 +67,7 @@ pub(super) async fn heartbeat(
         })
         .collect();
     let topics = Arc::new(topics);
-    let tx = match node.groups.group(node, &request.group_id.0) {
+    let tx = match node.groups.group(node, &request.group_id.0).await {
         Ok(tx) => tx,
         Err(code) => {
             return ConsumerGroupHeartbeatResponse::default().with_error_code(code);
@@ -180,7 +180,7 @@ pub(super) async fn describe(
     let mut groups = Vec::with_capacity(request.group_ids.len());
     for id in request.group_ids {
         let described = d::DescribedGroup::default().with_group_id(id.clone());
-        if let Err(code) = node.groups.coordinates(node, &id.0) {
+        if let Err(code) = node.groups.coordinates(node, &id.0).await {
             groups.push(described.with_error_code(code));
             continue;
         }

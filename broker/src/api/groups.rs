@@ -80,7 +80,7 @@ async fn ask<T>(
     msg: impl FnOnce(oneshot::Sender<T>) -> Msg,
 ) -> Result<T, i16> {
     let (reply, rx) = oneshot::channel();
-    let tx = node.groups.group(node, group)?;
+    let tx = node.groups.group(node, group).await?;
     tx.send(msg(reply)).await.map_err(|_| UNAVAILABLE)?;
     rx.await.map_err(|_| UNAVAILABLE)
 }
@@ -289,7 +289,7 @@ pub(super) async fn describe_groups(
     let mut groups = Vec::with_capacity(request.groups.len());
     for id in request.groups {
         let described = DescribedGroup::default().with_group_id(id.clone());
-        if let Err(code) = node.groups.coordinates(node, &id.0) {
+        if let Err(code) = node.groups.coordinates(node, &id.0).await {
             groups.push(described.with_error_code(code));
             continue;
         }
@@ -326,7 +326,7 @@ pub(super) async fn delete_groups(
     use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
     let mut results = Vec::with_capacity(request.groups_names.len());
     for id in request.groups_names {
-        let code = match node.groups.coordinates(node, &id.0) {
+        let code = match node.groups.coordinates(node, &id.0).await {
             Ok(()) => node.groups.delete_group(node, &id.0).await,
             Err(code) => code,
         };
@@ -349,7 +349,7 @@ pub(super) async fn offset_delete(
         OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
     };
     let group = request.group_id.0.to_string();
-    if let Err(code) = node.groups.coordinates(node, &group) {
+    if let Err(code) = node.groups.coordinates(node, &group).await {
         return OffsetDeleteResponse::default().with_error_code(code);
     }
     if !node.groups.exists(&group) {

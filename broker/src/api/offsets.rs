@@ -144,13 +144,6 @@ pub(super) async fn fetch(
     version: i16,
 ) -> OffsetFetchResponse {
     let s = |t: &str| StrBytes::from_string(t.to_string());
-    let coordinates = |group: &str| {
-        if client.may(node, Operation::Describe, Resource::Group, group) {
-            node.groups.coordinates(node, group)
-        } else {
-            Err(ResponseError::GroupAuthorizationFailed.code())
-        }
-    };
     let topic_code = |topic: &str| {
         if client.may(node, Operation::Describe, Resource::Topic, topic) {
             0
@@ -159,7 +152,7 @@ pub(super) async fn fetch(
         }
     };
     if version < 8 {
-        if let Err(code) = coordinates(&request.group_id.0) {
+        if let Err(code) = may_fetch(node, client, &request.group_id.0).await {
             // v2+ carry the error for the group; v0-1 only per partition.
             let topics = request
                 .topics
@@ -226,7 +219,7 @@ pub(super) async fn fetch(
     }
     let mut groups = Vec::with_capacity(request.groups.len());
     for g in request.groups {
-        if let Err(code) = coordinates(&g.group_id.0) {
+        if let Err(code) = may_fetch(node, client, &g.group_id.0).await {
             groups.push(
                 OffsetFetchResponseGroup::default()
                     .with_group_id(g.group_id)
@@ -293,6 +286,15 @@ pub(super) async fn fetch(
         });
     }
     OffsetFetchResponse::default().with_groups(groups)
+}
+
+/// Whether the client may fetch the group's offsets from this node: Ok, or the group's error.
+async fn may_fetch(node: &Node, client: &Client, group: &str) -> Result<(), i16> {
+    if client.may(node, Operation::Describe, Resource::Group, group) {
+        node.groups.coordinates(node, group).await
+    } else {
+        Err(ResponseError::GroupAuthorizationFailed.code())
+    }
 }
 
 /// KIP-447: with `require_stable`, an offset an open transaction is committing is not answered

@@ -12,6 +12,7 @@ pub(crate) mod records;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::error::ResponseError;
@@ -19,7 +20,7 @@ use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use prost::Message;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::batch;
 use crate::node::{Node, Partition};
@@ -82,12 +83,19 @@ pub struct Coordinator {
     offsets: Mutex<Offsets>,
     pending: Mutex<Pending>,
     /// The `__consumer_offsets` partitions whose groups and offsets are loaded here: this node
-    /// coordinates their groups. A partition open here but not yet loaded answers
-    /// COORDINATOR_LOAD_IN_PROGRESS, one not open here NOT_COORDINATOR (never an empty answer,
-    /// which a client would take for "nothing committed").
+    /// coordinates their groups. Until a partition is loaded its groups are never answered from
+    /// memory (an empty answer a client would take for "nothing committed"): see
+    /// [`Self::coordinates`].
     loaded: Mutex<HashSet<i32>>,
+    /// Bumped whenever `loaded` changes: requests waiting for a load wake up.
+    loads: watch::Sender<u64>,
     settings: Settings,
 }
+
+/// How long a group's request waits for this node to finish taking over the group's
+/// `__consumer_offsets` partition (opening it and replaying it) before it is answered
+/// COORDINATOR_LOAD_IN_PROGRESS. Clients wait `request.timeout.ms` (30 s or more) for an answer.
+const LOAD_WAIT: Duration = Duration::from_secs(5);
 
 impl Coordinator {
     /// A coordinator whose groups share these settings.
@@ -97,6 +105,7 @@ impl Coordinator {
             offsets: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
             loaded: Mutex::new(HashSet::new()),
+            loads: watch::channel(0).0,
             settings,
         }
     }
@@ -109,21 +118,63 @@ impl Coordinator {
             .contains(&index)
     }
 
-    /// Whether this node coordinates `group` now: Ok, or NOT_COORDINATOR (its `__consumer_offsets`
-    /// partition is not open here) or COORDINATOR_LOAD_IN_PROGRESS (open, still being read).
-    pub fn coordinates(&self, node: &Node, group: &str) -> Result<(), i16> {
-        log_partition(node, group)?;
-        let partitions = node.topic(OFFSETS_TOPIC).map_or(1, |t| t.partitions.len());
-        let loaded = self
-            .loaded
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .contains(&partition_for(group, partitions));
-        if loaded {
-            Ok(())
-        } else {
-            Err(ResponseError::CoordinatorLoadInProgress.code())
+    /// Whether this node coordinates `group`: Ok once its `__consumer_offsets` partition is open
+    /// and loaded here; NOT_COORDINATOR if the metadata names another coordinator (also while the
+    /// partition moves away from here). A partition on its way here (assigned, not yet open or
+    /// still being replayed) is waited for, up to [`LOAD_WAIT`], then answered
+    /// COORDINATOR_LOAD_IN_PROGRESS.
+    ///
+    /// Waiting, rather than answering at once as Kafka does, keeps a client's commits in order:
+    /// clients retry a refused OffsetCommit on their own after a backoff while they send newer
+    /// ones (librdkafka's asynchronous commits), so the older commit can land last and the
+    /// group's committed offsets go backwards. A request that waits keeps its place, as the
+    /// connection serves the next one only after it.
+    pub async fn coordinates(&self, node: &Node, group: &str) -> Result<(), i16> {
+        let loading = ResponseError::CoordinatorLoadInProgress.code();
+        let deadline = tokio::time::Instant::now() + LOAD_WAIT;
+        let mut loads = self.loads.subscribe();
+        let mut metadata = node.controller.subscribe();
+        loop {
+            match self.coordinates_now(node, group) {
+                Err(code) if code == loading => {}
+                decided => return decided,
+            }
+            tokio::select! {
+                _ = loads.changed() => {}
+                Ok(()) = metadata.changed() => {}
+                () = tokio::time::sleep_until(deadline) => return Err(loading),
+            }
         }
+    }
+
+    /// [`Self::coordinates`] without waiting: COORDINATOR_LOAD_IN_PROGRESS while the group's
+    /// partition is assigned here but not loaded yet.
+    fn coordinates_now(&self, node: &Node, group: &str) -> Result<(), i16> {
+        let topic = node
+            .topic(OFFSETS_TOPIC)
+            .ok_or(ResponseError::CoordinatorNotAvailable.code())?;
+        let index = partition_for(group, topic.partitions.len());
+        if node.partition(&topic, index).is_some() && self.is_loaded(index) {
+            return Ok(());
+        }
+        if node.coordinator_of(group) == Some(node.config.node_id) {
+            Err(ResponseError::CoordinatorLoadInProgress.code())
+        } else {
+            Err(ResponseError::NotCoordinator.code())
+        }
+    }
+
+    /// Records that partition `index` was loaded (`true`) or unloaded here, waking the requests
+    /// waiting in [`Self::coordinates`].
+    fn set_loaded(&self, index: i32, loaded: bool) {
+        let mut set = self.loaded.lock().unwrap_or_else(PoisonError::into_inner);
+        if loaded {
+            set.insert(index);
+        } else {
+            set.remove(&index);
+        }
+        drop(set);
+        self.loads.send_modify(|n| *n += 1);
     }
 
     /// The settings groups share.
@@ -133,8 +184,8 @@ impl Coordinator {
 
     /// The group's actor, started (empty) on first use; a Kafka error code if this node cannot
     /// coordinate it.
-    pub fn group(&self, node: &Node, id: &str) -> Result<mpsc::Sender<Msg>, i16> {
-        self.coordinates(node, id)?;
+    pub async fn group(&self, node: &Node, id: &str) -> Result<mpsc::Sender<Msg>, i16> {
+        self.coordinates(node, id).await?;
         self.group_from(node, id, None)
     }
 
@@ -228,7 +279,7 @@ impl Coordinator {
             partitions,
             reply,
         };
-        let tx = match self.group(node, id) {
+        let tx = match self.group(node, id).await {
             Ok(tx) => tx,
             Err(code) => return code,
         };
@@ -344,7 +395,7 @@ impl Coordinator {
         producer_epoch: i16,
         offsets: Vec<((String, i32), Committed)>,
     ) -> Result<(), i16> {
-        self.coordinates(node, group)?;
+        self.coordinates(node, group).await?;
         let partition = log_partition(node, group)?;
         let now = now_ms();
         let records: Vec<(Bytes, Option<Bytes>)> = offsets
@@ -471,7 +522,7 @@ impl Coordinator {
         if entries.is_empty() && !delete_group {
             return Ok(());
         }
-        self.coordinates(node, group)?;
+        self.coordinates(node, group).await?;
         let partition = log_partition(node, group)?;
         let now = now_ms();
         let mut records: Vec<(Bytes, Option<Bytes>)> = entries
@@ -522,10 +573,7 @@ impl Coordinator {
         let Some(partition) = node.partition(&topic, index) else {
             return Ok((0, 0));
         };
-        self.loaded
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&index);
+        self.set_loaded(index, false);
         let mut groups: HashMap<String, Option<GroupValue>> = HashMap::new();
         replay(&partition, OFFSETS_TOPIC, |record| {
             if record.control {
@@ -557,20 +605,14 @@ impl Coordinator {
                 restored += 1;
             }
         }
-        self.loaded
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(index);
+        self.set_loaded(index, true);
         Ok((offsets, restored))
     }
 
     /// Forgets the groups of a `__consumer_offsets` partition that moved away: their actors stop
     /// and their offsets are dropped from memory (the new owner rebuilds them from the partition).
     pub fn unload_partition(&self, index: i32, partitions: usize) {
-        self.loaded
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&index);
+        self.set_loaded(index, false);
         self.groups
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

@@ -171,6 +171,8 @@ impl Drop for Process {
 pub struct Raw {
     pub stream: TcpStream,
     pub correlation: i32,
+    /// Correlation ids of the requests sent and not answered yet, oldest first.
+    sent: std::collections::VecDeque<i32>,
 }
 
 impl Raw {
@@ -186,6 +188,7 @@ impl Raw {
         Raw {
             stream,
             correlation: 0,
+            sent: std::collections::VecDeque::new(),
         }
     }
 
@@ -213,6 +216,13 @@ impl Raw {
         version: i16,
         request: &R,
     ) -> Option<Bytes> {
+        self.send(key, version, request);
+        self.receive(key, version)
+    }
+
+    /// Sends a request without waiting for its answer (requests can be pipelined); the answers
+    /// come in order ([`Self::receive`]).
+    pub fn send<R: Encodable + HeaderVersion>(&mut self, key: ApiKey, version: i16, request: &R) {
         self.correlation += 1;
         let header = RequestHeader::default()
             .with_request_api_key(key as i16)
@@ -225,9 +235,14 @@ impl Raw {
             .unwrap();
         request.encode(&mut body, version).unwrap();
         self.send_frame(&body);
+        self.sent.push_back(self.correlation);
+    }
+
+    /// The body of the answer to the oldest request sent and not answered yet.
+    pub fn receive(&mut self, key: ApiKey, version: i16) -> Option<Bytes> {
         let mut response = self.read_frame()?;
         let correlation = response.get_i32();
-        assert_eq!(correlation, self.correlation);
+        assert_eq!(Some(correlation), self.sent.pop_front());
         if key.response_header_version(version) >= 1 {
             // Flexible response header: an empty tagged-field section.
             assert_eq!(response.get_u8(), 0);
