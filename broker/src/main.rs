@@ -498,7 +498,15 @@ async fn broker(config: ServeConfig) -> anyhow::Result<()> {
     );
     use std::io::Write;
     std::io::stdout().flush()?;
-    wait_for_signal().await;
+    let node = server.node();
+    tokio::select! {
+        () = wait_for_signal() => {}
+        // Nothing to hand over: the partitions are served elsewhere, the WAL cannot take writes.
+        () = node.controller.fenced() => anyhow::bail!(
+            "this broker was fenced and its partitions given to other brokers; \
+             restart it to rejoin the cluster"
+        ),
+    }
     tracing::info!("shutting down: handing partitions over and uploading");
     if let Some(d) = dispatcher {
         d.shutdown().await;

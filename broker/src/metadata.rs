@@ -35,6 +35,15 @@ impl Metadata {
         }
     }
 
+    /// Resolves once this cluster broker is fenced, for good (its WAL and partitions were taken
+    /// over); never in `weir serve`.
+    pub async fn fenced(&self) {
+        match self {
+            Metadata::Local(_) => std::future::pending().await,
+            Metadata::Remote(r) => r.fenced().await,
+        }
+    }
+
     /// The storage layer's view of the metadata.
     pub fn for_storage(&self) -> Arc<dyn StreamMetadata> {
         match self {

@@ -261,6 +261,82 @@ async fn share_and_survive(url: &str, env: &[(String, String)]) {
     tokio::task::block_in_place(|| check(c, &a, "after a broker joined"));
 }
 
+/// A broker paused past its session (a long GC pause, a stalled VM) is fenced and its partitions
+/// served by the others with every acknowledged record. When it wakes it learns it was fenced and
+/// stops, instead of registering again with a WAL the recovery fenced for good (it would have
+/// been given partitions it could never acknowledge a write for); restarted, it rejoins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_paused_past_its_session_stops_and_rejoins_once_restarted() {
+    let objects = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", objects.path().display());
+    let mut cluster = Cluster::new(env!("CARGO_BIN_EXE_weir").as_ref(), &url, &env());
+    cluster.start(1, true);
+    cluster.start(2, false);
+    cluster.start(3, false);
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap())
+        .create()
+        .unwrap();
+    let topic = NewTopic::new(TOPIC, PARTITIONS, TopicReplication::Fixed(1));
+    for r in admin
+        .create_topics([&topic], &AdminOptions::new())
+        .await
+        .unwrap()
+    {
+        r.unwrap();
+    }
+    let leads =
+        |cluster: &Cluster, node: u32| owners(cluster).values().filter(|o| **o == node).count();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while leads(&cluster, 3) == 0 {
+        assert!(Instant::now() < deadline, "broker 3 leads nothing");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut acked = Acked::new();
+    produce(&cluster.bootstrap(), 0, 120, &mut acked).await;
+
+    // Paused: fenced after the session timeout, its partitions given to the others.
+    cluster.signal(3, "STOP");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while leads(&cluster, 3) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the paused broker keeps its partitions\n{}",
+            cluster.logs_tail(20)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let others = format!("{},{}", cluster.broker(1).kafka, cluster.broker(2).kafka);
+    produce(&others, 120, 120, &mut acked).await;
+
+    // Resumed: it stops on its own, saying why.
+    cluster.signal(3, "CONT");
+    let status = tokio::task::block_in_place(|| cluster.wait_exit(3, Duration::from_secs(30)));
+    let status = status
+        .unwrap_or_else(|| panic!("the fenced broker did not stop\n{}", cluster.logs_tail(20)));
+    assert!(!status.success(), "a fenced broker exits with an error");
+    assert!(
+        cluster.log(3).contains("fenced"),
+        "its log says why\n{}",
+        cluster.log(3)
+    );
+
+    // Restarted on its data directory: it rejoins, is given partitions and serves them.
+    cluster.start(3, false);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while leads(&cluster, 3) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the restarted broker is given nothing\n{}",
+            cluster.logs_tail(20)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    produce(&cluster.bootstrap(), 240, 120, &mut acked).await;
+    let c = &cluster;
+    tokio::task::block_in_place(|| check(c, &acked, "after a pause past the session"));
+}
+
 /// A group's requests that reach the broker its `__consumer_offsets` partition is moving to,
 /// before that broker has opened and replayed the partition, wait for it and are answered in
 /// request order. Refusing them lets a group's committed offsets go backwards: clients retry a

@@ -47,6 +47,9 @@ struct Inner {
     last_contact: Mutex<Option<Instant>>,
     /// This broker's registration and epoch, once registered.
     registered: Mutex<Option<(Registration, u64)>>,
+    /// Set once the controller no longer counts this registration in: see
+    /// [`RemoteController::keep_registered`].
+    fenced: tokio::sync::watch::Sender<bool>,
     call_timeout: Duration,
 }
 
@@ -67,6 +70,7 @@ impl RemoteController {
                 client: tokio::sync::Mutex::new(None),
                 last_contact: Mutex::new(None),
                 registered: Mutex::new(None),
+                fenced: tokio::sync::watch::channel(false).0,
                 call_timeout,
             }),
         })
@@ -286,8 +290,13 @@ impl RemoteController {
         }
     }
 
-    /// Registers this broker with the controller, then heartbeats every `interval` until `stop`,
-    /// registering again whenever the controller no longer knows it (fenced, or a new incarnation).
+    /// Registers this broker with the controller, then heartbeats every `interval` until `stop`, or
+    /// until the controller no longer counts this registration in: the broker was fenced (silent
+    /// for longer than the session timeout: a long pause, a partition from the controller) or
+    /// another process registered its node id. Its partitions were then given to other brokers
+    /// after its WAL was recovered, which fences that WAL for good, so this incarnation can never
+    /// acknowledge a write again: it does not register again but reports it ([`Self::fenced`]),
+    /// and the process stops; restarted, it opens its WAL anew and rejoins.
     pub async fn keep_registered(
         self,
         registration: Registration,
@@ -303,17 +312,15 @@ impl RemoteController {
             };
             match result {
                 Ok(()) => self.heard_from_controller(),
-                Err(ControllerError::UnknownBroker(_)) => {
-                    tracing::warn!(
+                Err(ControllerError::UnknownBroker(_)) if epoch.is_some() => {
+                    tracing::error!(
                         node = registration.node_id,
-                        "the controller no longer knows this broker: registering again"
+                        "fenced: the controller no longer counts this broker in (silent for longer \
+                         than the session timeout, or its node id registered again); its \
+                         partitions and WAL went to other brokers"
                     );
-                    *self
-                        .inner
-                        .registered
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner) = None;
-                    continue;
+                    self.inner.fenced.send_replace(true);
+                    return;
                 }
                 Err(e) => tracing::debug!(error = %e, "heartbeat failed"),
             }
@@ -322,6 +329,12 @@ impl RemoteController {
                 () = tokio::time::sleep(interval) => {}
             }
         }
+    }
+
+    /// Resolves once this broker is fenced ([`Self::keep_registered`]).
+    pub async fn fenced(&self) {
+        let mut fenced = self.inner.fenced.subscribe();
+        let _ = fenced.wait_for(|f| *f).await;
     }
 
     /// Registers this broker; returns its epoch.

@@ -155,6 +155,39 @@ impl Cluster {
         }
     }
 
+    /// Sends a broker a signal by name (`STOP` pauses it as a long pause would, `CONT` resumes it).
+    pub fn signal(&self, node_id: u32, signal: &str) {
+        let pid = self.brokers[&node_id].child.id().to_string();
+        let sent = Command::new("kill")
+            .args([format!("-{signal}").as_str(), &pid])
+            .status();
+        assert!(
+            sent.is_ok_and(|s| s.success()),
+            "kill -{signal} {pid} (broker {node_id})"
+        );
+    }
+
+    /// Waits up to `timeout` for a broker to exit on its own; its exit status, or `None` if it
+    /// still runs.
+    pub fn wait_exit(
+        &mut self,
+        node_id: u32,
+        timeout: Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let b = self.brokers.get_mut(&node_id)?;
+            if let Ok(Some(status)) = b.child.try_wait() {
+                self.brokers.remove(&node_id);
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Stops a broker with SIGTERM (a graceful stop) and waits up to a minute; `true` if it exited
     /// successfully.
     pub fn stop(&mut self, node_id: u32) -> bool {
