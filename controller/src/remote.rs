@@ -293,10 +293,11 @@ impl RemoteController {
     /// Registers this broker with the controller, then heartbeats every `interval` until `stop`, or
     /// until the controller no longer counts this registration in: the broker was fenced (silent
     /// for longer than the session timeout: a long pause, a partition from the controller) or
-    /// another process registered its node id. Its partitions were then given to other brokers
-    /// after its WAL was recovered, which fences that WAL for good, so this incarnation can never
+    /// another process registered its node id. Its partitions are then given to other brokers
+    /// once its WAL is recovered, which fences that WAL for good, so this incarnation could never
     /// acknowledge a write again: it does not register again but reports it ([`Self::fenced`]),
-    /// and the process stops; restarted, it opens its WAL anew and rejoins.
+    /// and the process stops; restarted, it opens its WAL anew and rejoins (the controller lets it
+    /// register once the recovery is done).
     pub async fn keep_registered(
         self,
         registration: Registration,
@@ -317,7 +318,7 @@ impl RemoteController {
                         node = registration.node_id,
                         "fenced: the controller no longer counts this broker in (silent for longer \
                          than the session timeout, or its node id registered again); its \
-                         partitions and WAL went to other brokers"
+                         partitions and WAL are taken over by other brokers"
                     );
                     self.inner.fenced.send_replace(true);
                     return;

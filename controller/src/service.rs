@@ -71,6 +71,9 @@ pub struct Role {
     heartbeats: Mutex<HashMap<u32, Instant>>,
     /// When garbage was last collected.
     last_gc: Mutex<Option<Instant>>,
+    /// Fenced brokers whose WAL could not be recovered: they may register again (their restart
+    /// recovers their own WAL), where the others wait for the recovery.
+    unrecovered: Mutex<std::collections::HashSet<u32>>,
     /// Each stream's bytes per second, averaged over reports (the balancer's weights).
     loads: Mutex<crate::cluster::Loads>,
     /// When the balancer last looked.
@@ -89,6 +92,7 @@ impl Role {
             active: RwLock::new(None),
             heartbeats: Mutex::new(HashMap::new()),
             last_gc: Mutex::new(None),
+            unrecovered: Mutex::new(std::collections::HashSet::new()),
             loads: Mutex::new(crate::cluster::Loads::new(horizon)),
             last_balance: Mutex::new(None),
         })
@@ -183,9 +187,20 @@ impl Role {
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) {
         loop {
+            let asleep = Instant::now();
             tokio::select! {
                 _ = stop.changed() => return,
                 () = tokio::time::sleep(tick) => {}
+            }
+            // A controller that stalled (paused, starved of CPU) was not listening: the silence
+            // it would measure is its own, so every broker's session starts over instead of every
+            // broker being fenced.
+            if asleep.elapsed() > tick + self.config.session_timeout / 2 {
+                tracing::warn!("the controller stalled: every broker's session starts over");
+                self.heartbeats
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clear();
             }
             let Some(c) = self.active() else { continue };
             if let Err(e) = self.duties(&c).await {
@@ -215,6 +230,7 @@ impl Role {
                 .heartbeats
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
+
             live.iter()
                 .copied()
                 .filter(|(node, _)| {
@@ -237,7 +253,19 @@ impl Role {
         });
         for (node, wal) in orphaned {
             tracing::info!(node, wal, "recovering a fenced broker's WAL");
-            match (self.config.recover)(node, wal.clone()).await {
+            let recovered = (self.config.recover)(node, wal.clone()).await;
+            {
+                let mut unrecovered = self
+                    .unrecovered
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                if recovered.is_ok() {
+                    unrecovered.remove(&node);
+                } else {
+                    unrecovered.insert(node);
+                }
+            }
+            match recovered {
                 Ok(()) => {
                     let moved = c.reassign_from_fenced(node).await?;
                     tracing::info!(node, moved, "fenced broker's partitions reassigned");
@@ -354,6 +382,24 @@ impl pb::controller_server::Controller for Service {
         let c = self.controller()?;
         let r = request.into_inner();
         let node = r.node_id;
+        // A fenced incarnation's WAL is recovered before its node id may register again: the
+        // recovery fences every writer of that WAL, the new incarnation's too. Unless it cannot
+        // be recovered from here: the restart recovers it.
+        let recovering = c.read(|s| {
+            s.brokers.get(&node).is_some_and(|b| b.fenced)
+                && s.streams.values().any(|st| st.owner == node)
+        });
+        let unrecovered = self
+            .role
+            .unrecovered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(&node);
+        if recovering && !unrecovered {
+            return Err(cerr(&ControllerError::Unavailable(format!(
+                "broker {node}'s previous incarnation is being recovered; register again shortly"
+            ))));
+        }
         let epoch = c
             .register_broker(Registration {
                 node_id: r.node_id,

@@ -178,9 +178,10 @@ pub(super) async fn describe(
         )
     };
     let mut groups = Vec::with_capacity(request.group_ids.len());
+    let deadline = crate::group::load_deadline();
     for id in request.group_ids {
         let described = d::DescribedGroup::default().with_group_id(id.clone());
-        if let Err(code) = node.groups.coordinates(node, &id.0).await {
+        if let Err(code) = node.groups.coordinates_until(node, &id.0, deadline).await {
             groups.push(described.with_error_code(code));
             continue;
         }

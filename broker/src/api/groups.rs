@@ -287,9 +287,10 @@ pub(super) async fn describe_groups(
     request: DescribeGroupsRequest,
 ) -> DescribeGroupsResponse {
     let mut groups = Vec::with_capacity(request.groups.len());
+    let deadline = crate::group::load_deadline();
     for id in request.groups {
         let described = DescribedGroup::default().with_group_id(id.clone());
-        if let Err(code) = node.groups.coordinates(node, &id.0).await {
+        if let Err(code) = node.groups.coordinates_until(node, &id.0, deadline).await {
             groups.push(described.with_error_code(code));
             continue;
         }
@@ -325,8 +326,9 @@ pub(super) async fn delete_groups(
 ) -> DeleteGroupsResponse {
     use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
     let mut results = Vec::with_capacity(request.groups_names.len());
+    let deadline = crate::group::load_deadline();
     for id in request.groups_names {
-        let code = match node.groups.coordinates(node, &id.0).await {
+        let code = match node.groups.coordinates_until(node, &id.0, deadline).await {
             Ok(()) => node.groups.delete_group(node, &id.0).await,
             Err(code) => code,
         };

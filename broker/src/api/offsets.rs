@@ -152,7 +152,8 @@ pub(super) async fn fetch(
         }
     };
     if version < 8 {
-        if let Err(code) = may_fetch(node, client, &request.group_id.0).await {
+        let deadline = crate::group::load_deadline();
+        if let Err(code) = may_fetch(node, client, &request.group_id.0, deadline).await {
             // v2+ carry the error for the group; v0-1 only per partition.
             let topics = request
                 .topics
@@ -218,8 +219,9 @@ pub(super) async fn fetch(
         return OffsetFetchResponse::default().with_topics(topics);
     }
     let mut groups = Vec::with_capacity(request.groups.len());
+    let deadline = crate::group::load_deadline();
     for g in request.groups {
-        if let Err(code) = may_fetch(node, client, &g.group_id.0).await {
+        if let Err(code) = may_fetch(node, client, &g.group_id.0, deadline).await {
             groups.push(
                 OffsetFetchResponseGroup::default()
                     .with_group_id(g.group_id)
@@ -289,9 +291,14 @@ pub(super) async fn fetch(
 }
 
 /// Whether the client may fetch the group's offsets from this node: Ok, or the group's error.
-async fn may_fetch(node: &Node, client: &Client, group: &str) -> Result<(), i16> {
+async fn may_fetch(
+    node: &Node,
+    client: &Client,
+    group: &str,
+    deadline: tokio::time::Instant,
+) -> Result<(), i16> {
     if client.may(node, Operation::Describe, Resource::Group, group) {
-        node.groups.coordinates(node, group).await
+        node.groups.coordinates_until(node, group, deadline).await
     } else {
         Err(ResponseError::GroupAuthorizationFailed.code())
     }

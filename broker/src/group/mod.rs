@@ -97,6 +97,11 @@ pub struct Coordinator {
 /// COORDINATOR_LOAD_IN_PROGRESS. Clients wait `request.timeout.ms` (30 s or more) for an answer.
 const LOAD_WAIT: Duration = Duration::from_secs(5);
 
+/// When a request that arrives now stops waiting for loads ([`Coordinator::coordinates_until`]).
+pub fn load_deadline() -> tokio::time::Instant {
+    tokio::time::Instant::now() + LOAD_WAIT
+}
+
 impl Coordinator {
     /// A coordinator whose groups share these settings.
     pub fn new(settings: Settings) -> Self {
@@ -119,19 +124,30 @@ impl Coordinator {
     }
 
     /// Whether this node coordinates `group`: Ok once its `__consumer_offsets` partition is open
-    /// and loaded here; NOT_COORDINATOR if the metadata names another coordinator (also while the
-    /// partition moves away from here). A partition on its way here (assigned, not yet open or
-    /// still being replayed) is waited for, up to [`LOAD_WAIT`], then answered
+    /// and loaded here; NOT_COORDINATOR if this node's metadata names another coordinator (the
+    /// old owner, from the moment it learns of a move). A partition on its way here (assigned,
+    /// not yet open or still being replayed) is waited for, up to [`LOAD_WAIT`], then answered
     /// COORDINATOR_LOAD_IN_PROGRESS.
     ///
     /// Waiting, rather than answering at once as Kafka does, keeps a client's commits in order:
     /// clients retry a refused OffsetCommit on their own after a backoff while they send newer
     /// ones (librdkafka's asynchronous commits), so the older commit can land last and the
     /// group's committed offsets go backwards. A request that waits keeps its place, as the
-    /// connection serves the next one only after it.
+    /// connection serves the next one only after it. (Commits the old owner refuses are still
+    /// retried so, as with Kafka.)
     pub async fn coordinates(&self, node: &Node, group: &str) -> Result<(), i16> {
+        self.coordinates_until(node, group, load_deadline()).await
+    }
+
+    /// [`Self::coordinates`], waiting for a load at most until `deadline` (one deadline for all
+    /// the groups of a request).
+    pub async fn coordinates_until(
+        &self,
+        node: &Node,
+        group: &str,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), i16> {
         let loading = ResponseError::CoordinatorLoadInProgress.code();
-        let deadline = tokio::time::Instant::now() + LOAD_WAIT;
         let mut loads = self.loads.subscribe();
         let mut metadata = node.controller.subscribe();
         loop {
@@ -153,14 +169,14 @@ impl Coordinator {
         let topic = node
             .topic(OFFSETS_TOPIC)
             .ok_or(ResponseError::CoordinatorNotAvailable.code())?;
+        if node.coordinator_of(group) != Some(node.config.node_id) {
+            return Err(ResponseError::NotCoordinator.code());
+        }
         let index = partition_for(group, topic.partitions.len());
         if node.partition(&topic, index).is_some() && self.is_loaded(index) {
-            return Ok(());
-        }
-        if node.coordinator_of(group) == Some(node.config.node_id) {
-            Err(ResponseError::CoordinatorLoadInProgress.code())
+            Ok(())
         } else {
-            Err(ResponseError::NotCoordinator.code())
+            Err(ResponseError::CoordinatorLoadInProgress.code())
         }
     }
 
