@@ -76,6 +76,22 @@ async fn produce(bootstrap: &str, from: usize, n: usize, acked: &mut Acked) {
     acked.extend(futures::future::join_all(sends).await);
 }
 
+/// Creates the test topic with `partitions` partitions.
+async fn create_topic(bootstrap: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let topic = NewTopic::new(TOPIC, partitions, TopicReplication::Fixed(1));
+    for r in admin
+        .create_topics([&topic], &AdminOptions::new())
+        .await
+        .unwrap()
+    {
+        r.unwrap();
+    }
+}
+
 /// Reads every partition from the start to its end; fails on a record read twice.
 fn read_all(bootstrap: &str) -> Acked {
     let consumer: BaseConsumer = ClientConfig::new()
@@ -182,18 +198,7 @@ async fn share_and_survive(url: &str, env: &[(String, String)]) {
     cluster.start(3, false);
     let bootstrap = cluster.bootstrap();
 
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .create()
-        .unwrap();
-    let topic = NewTopic::new(TOPIC, PARTITIONS, TopicReplication::Fixed(1));
-    for r in admin
-        .create_topics([&topic], &AdminOptions::new())
-        .await
-        .unwrap()
-    {
-        r.unwrap();
-    }
+    create_topic(&bootstrap, PARTITIONS).await;
     // Every broker leads some partitions.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -273,18 +278,7 @@ async fn a_broker_paused_past_its_session_stops_and_rejoins_once_restarted() {
     cluster.start(1, true);
     cluster.start(2, false);
     cluster.start(3, false);
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", cluster.bootstrap())
-        .create()
-        .unwrap();
-    let topic = NewTopic::new(TOPIC, PARTITIONS, TopicReplication::Fixed(1));
-    for r in admin
-        .create_topics([&topic], &AdminOptions::new())
-        .await
-        .unwrap()
-    {
-        r.unwrap();
-    }
+    create_topic(&cluster.bootstrap(), PARTITIONS).await;
     let leads =
         |cluster: &Cluster, node: u32| owners(cluster).values().filter(|o| **o == node).count();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -351,18 +345,7 @@ async fn a_coordinator_taking_over_a_group_answers_its_commits_in_order() {
     let mut cluster = Cluster::new(env!("CARGO_BIN_EXE_weir").as_ref(), &url, &env);
     cluster.start(1, true);
     cluster.start(2, false);
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", cluster.bootstrap())
-        .create()
-        .unwrap();
-    let topic = NewTopic::new(TOPIC, 1, TopicReplication::Fixed(1));
-    for r in admin
-        .create_topics([&topic], &AdminOptions::new())
-        .await
-        .unwrap()
-    {
-        r.unwrap();
-    }
+    create_topic(&cluster.bootstrap(), 1).await;
     let group = "moving";
     let c = &cluster;
     tokio::task::block_in_place(|| {
@@ -729,18 +712,7 @@ async fn chaos(url: &str, env: &[(String, String)]) {
     cluster.start(2, true);
     cluster.start(3, false);
     // Clients bootstrap from every broker that will ever run (4 and 5 join later).
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", cluster.bootstrap())
-        .create()
-        .unwrap();
-    let topic = NewTopic::new(TOPIC, PARTITIONS, TopicReplication::Fixed(1));
-    for r in admin
-        .create_topics([&topic], &AdminOptions::new())
-        .await
-        .unwrap()
-    {
-        r.unwrap();
-    }
+    create_topic(&cluster.bootstrap(), PARTITIONS).await;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let producer = produce_continuously(cluster.bootstrap(), stop.clone());
     let group = consume_in_group(cluster.bootstrap(), stop.clone());
